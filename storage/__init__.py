@@ -1,0 +1,42 @@
+"""actorkv's storage engine: a segmented, checksummed, append-only log and its codec.
+
+Bytes in, bytes out; no actors and no threads of its own (except the documented fsync
+thread of ``fsync="interval"``). ``docs/format.md`` describes every byte on disk.
+"""
+
+from storage.errors import (
+    ActorKVError,
+    CorruptLog,
+    InvalidInput,
+    InvalidKey,
+    InvalidName,
+    InvalidOption,
+    InvalidValue,
+    KeyspaceClosed,
+    StoreLocked,
+    VersionConflict,
+    WriteFailed,
+)
+from storage._recovery import TailCut
+from storage.log import FsyncPolicy, LogOptions, SegmentedLog
+from storage.repair import RepairReport, repair
+
+__all__ = [
+    "ActorKVError",
+    "CorruptLog",
+    "FsyncPolicy",
+    "InvalidInput",
+    "InvalidKey",
+    "InvalidName",
+    "InvalidOption",
+    "InvalidValue",
+    "KeyspaceClosed",
+    "LogOptions",
+    "RepairReport",
+    "SegmentedLog",
+    "StoreLocked",
+    "TailCut",
+    "VersionConflict",
+    "WriteFailed",
+    "repair",
+]

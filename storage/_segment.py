@@ -1,0 +1,173 @@
+"""One segment file: its header, its creation, and scanning its records.
+
+A segment is created complete (header written to a temporary name, fsynced, renamed into
+place, directory fsynced), so a crash never leaves a half-written header behind. Sealed
+segments are never written again.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+from storage import _fileio
+from storage._format import (
+    FORMAT_VERSION,
+    RECORD_SEQ_OFFSET,
+    SEGMENT_HEADER_BODY,
+    SEGMENT_HEADER_CRC,
+    SEGMENT_HEADER_SIZE,
+    SEGMENT_MAGIC,
+    TMP_SUFFIX,
+    segment_name,
+)
+from storage._framing import Record, parse_records, record_is_valid_at
+from storage.errors import CorruptLog
+
+READ_CHUNK_BYTES = 1 << 20  # 1 MiB: large enough that per-chunk overhead vanishes in replay
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentHeader:
+    """The decoded header of a segment file."""
+
+    base_seq: int
+    prev_base: int
+
+
+class ScanEnd(NamedTuple):
+    """How a scan of one segment ended.
+
+    Attributes:
+        offset: File offset just past the last record consumed.
+        size: File size seen by the scan.
+        next_seq: Sequence number the next record would carry.
+        group_start: ``(offset, seq)`` of a group left open at ``offset``, or None.
+        problem: Why the record at ``offset`` is bad, or None (clean end, or ``max_seq``).
+    """
+
+    offset: int
+    size: int
+    next_seq: int
+    group_start: tuple[int, int] | None
+    problem: str | None
+
+
+def encode_header(base_seq: int, prev_base: int) -> bytes:
+    """The 32 header bytes of a segment starting at ``base_seq``."""
+    body = SEGMENT_HEADER_BODY.pack(SEGMENT_MAGIC, FORMAT_VERSION, 0, base_seq, prev_base)
+    return body + SEGMENT_HEADER_CRC.pack(zlib.crc32(body))
+
+
+def read_header(path: Path) -> SegmentHeader:
+    """Read and check the header of the segment at ``path``.
+
+    Raises:
+        CorruptLog: The header is short, has a bad magic, version, flags or CRC.
+    """
+    with path.open("rb") as file:
+        raw = file.read(SEGMENT_HEADER_SIZE)
+    if len(raw) < SEGMENT_HEADER_SIZE:
+        raise CorruptLog(path, 0, f"segment header is {len(raw)} bytes, expected 32")
+    body = raw[: SEGMENT_HEADER_BODY.size]
+    (crc,) = SEGMENT_HEADER_CRC.unpack_from(raw, SEGMENT_HEADER_BODY.size)
+    magic, version, flags, base_seq, prev_base = SEGMENT_HEADER_BODY.unpack(body)
+    if magic != SEGMENT_MAGIC:
+        raise CorruptLog(path, 0, f"bad segment magic {magic!r}: not an actorkv segment")
+    if zlib.crc32(body) != crc:
+        raise CorruptLog(path, 0, "segment header checksum mismatch")
+    if version != FORMAT_VERSION:
+        raise CorruptLog(path, 8, f"segment format version {version} is not supported")
+    if flags:
+        raise CorruptLog(path, 10, f"unknown segment flags {flags:#06x} (newer format?)")
+    return SegmentHeader(base_seq, prev_base)
+
+
+def create_segment(directory: Path, base_seq: int, prev_base: int) -> Path:
+    """Create an empty segment durably and return its path.
+
+    The header is written under a temporary name and fsynced, then renamed into place and
+    the directory fsynced: a crash leaves either no segment or a complete empty one.
+    """
+    path = directory / segment_name(base_seq)
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        _fileio.write_all(fd, encode_header(base_seq, prev_base))
+        _fileio.fsync(fd)
+    finally:
+        os.close(fd)
+    _fileio.rename(tmp, path)
+    _fileio.fsync_dir(directory)
+    return path
+
+
+def scan_segment(
+    path: Path,
+    base_seq: int,
+    *,
+    min_seq: int = 0,
+    max_seq: int = 2**63,
+) -> Generator[list[Record], None, ScanEnd]:
+    """Yield the segment's records in chunks and return how the scan ended.
+
+    Records are checked (CRC, sequence, flags) but problems are returned, not raised, so
+    the caller decides between a torn tail and corruption. Reads use their own descriptor,
+    so scanning is safe while the log appends to the same file.
+    """
+    with path.open("rb", buffering=0) as file:
+        file.seek(SEGMENT_HEADER_SIZE)
+        buf = b""
+        buf_offset = SEGMENT_HEADER_SIZE
+        pos = 0
+        next_seq = base_seq
+        group_start: tuple[int, int] | None = None
+        while True:
+            chunk = file.read(READ_CHUNK_BYTES)
+            if chunk:
+                buf = buf[pos:] + chunk if pos < len(buf) else chunk
+                buf_offset += pos
+                pos = 0
+            records: list[Record] = []
+            stop = parse_records(
+                buf,
+                pos,
+                next_seq,
+                records,
+                buf_offset=buf_offset,
+                group_start=group_start,
+                min_seq=min_seq,
+                max_seq=max_seq,
+            )
+            if records:
+                yield records
+            pos, next_seq, group_start = stop.pos, stop.next_seq, stop.group_start
+            if stop.problem is not None or next_seq > max_seq or not chunk:
+                size = buf_offset + len(buf)
+                problem = stop.problem
+                if problem is None and not chunk and pos < len(buf):
+                    problem = f"incomplete record ({len(buf) - pos} bytes at end of file)"
+                return ScanEnd(buf_offset + pos, size, next_seq, group_start, problem)
+
+
+def find_record(path: Path, from_offset: int, seq: int) -> int | None:
+    """Offset of a valid record numbered ``seq`` at or after ``from_offset``, or None.
+
+    Used after a bad record at the end of the newest segment: if the record that should
+    follow it is intact further on, the damage is in the middle of the log, not a torn tail.
+    """
+    with path.open("rb") as file:
+        file.seek(from_offset)
+        tail = file.read()
+    needle = seq.to_bytes(8, "little")
+    hit = tail.find(needle)
+    while hit != -1:
+        start = hit - RECORD_SEQ_OFFSET
+        if record_is_valid_at(tail, start, seq):
+            return from_offset + start
+        hit = tail.find(needle, hit + 1)
+    return None

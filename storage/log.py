@@ -1,0 +1,418 @@
+"""The segmented, append-only log: bytes in, sequence numbers out, bytes back in order.
+
+Write path: :meth:`SegmentedLog.append_batch` frames the payloads (``_framing``), rolls to a
+new segment if the active one is full (``_segment``), writes the group with one ``write``
+call and, under ``fsync="always"``, one ``fsync``. Opening a log runs ``_recovery``.
+
+Threads: a log has one writer. ``append``, ``append_batch``, ``sync``, ``truncate_before``
+and ``close`` may be called from any thread but are serialized by an internal lock;
+``read`` may run in other threads while the writer appends (it reads through its own file
+descriptors up to the ``last_seq`` it saw when called). Under ``fsync="interval"`` the log
+owns one daemon thread that fsyncs at most ``fsync_interval`` seconds apart.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, Self
+
+from storage import _fileio
+from storage._format import DEFAULT_SEGMENT_BYTES, MIN_SEGMENT_BYTES, SEGMENT_HEADER_SIZE
+from storage._framing import encode_records
+from storage._lock import DirectoryLock
+from storage._recovery import Segment, TailCut, recover
+from storage._segment import create_segment, scan_segment
+from storage.errors import CorruptLog, InvalidOption, KeyspaceClosed, WriteFailed
+
+__all__ = ["FsyncPolicy", "LogOptions", "SegmentedLog"]
+
+logger = logging.getLogger("actorkv.storage")
+
+FsyncPolicy = Literal["always", "interval", "never"]
+_FSYNC_POLICIES = ("always", "interval", "never")
+
+
+@dataclass(frozen=True, slots=True)
+class LogOptions:
+    """How a log writes. Checked on construction.
+
+    Attributes:
+        segment_bytes: Roll to a new segment once the active one would exceed this
+            (default 64 MiB, at least 4 KiB). A single batch never spans segments.
+        fsync: ``"always"`` (default): an append returns only after its fsync.
+            ``"interval"``: a background thread fsyncs at most ``fsync_interval`` seconds
+            apart; a crash can lose the writes of that window. ``"never"``: the operating
+            system decides when data reaches the disk; a crash can lose anything unsynced.
+        fsync_interval: Seconds between background fsyncs under ``"interval"``.
+    """
+
+    segment_bytes: int = DEFAULT_SEGMENT_BYTES
+    fsync: FsyncPolicy = "always"
+    fsync_interval: float = 0.1
+
+    def __post_init__(self) -> None:
+        """Reject options outside their documented ranges."""
+        if self.fsync not in _FSYNC_POLICIES:
+            msg = f"fsync={self.fsync!r} is not one of {', '.join(map(repr, _FSYNC_POLICIES))}"
+            raise InvalidOption(msg)
+        if isinstance(self.segment_bytes, bool) or not isinstance(self.segment_bytes, int):
+            msg = f"segment_bytes must be an int, got {type(self.segment_bytes).__name__}"
+            raise InvalidOption(msg)
+        if self.segment_bytes < MIN_SEGMENT_BYTES:
+            msg = f"segment_bytes={self.segment_bytes} is below the minimum {MIN_SEGMENT_BYTES}"
+            raise InvalidOption(msg)
+        interval = self.fsync_interval
+        if isinstance(interval, bool) or not isinstance(interval, int | float) or not (
+            0 < interval <= 3600  # noqa: PLR2004 - an hour bounds the loss window sanely
+        ):
+            msg = f"fsync_interval={interval!r} must be a number of seconds in (0, 3600]"
+            raise InvalidOption(msg)
+
+
+class SegmentedLog:
+    """An append-only log of byte payloads numbered 1, 2, 3, ... without gaps.
+
+    Open with :meth:`open`; use as a context manager or call :meth:`close`.
+    """
+
+    def __init__(self, directory: Path, options: LogOptions, lock: DirectoryLock) -> None:
+        """Recover the log in ``directory``; use :meth:`open` instead."""
+        self.directory = directory
+        self.options = options
+        self._lock = lock
+        recovered = recover(directory)
+        self.recovery: TailCut | None = recovered.tail_cut
+        """The torn tail cut when the log was opened, or None if the tail was clean."""
+        self._segments: list[Segment] = recovered.segments
+        self._last_seq = recovered.last_seq
+        self._active_size = recovered.active_size
+        self._fd = _fileio.open_append(self._segments[-1].path)
+        self._mutex = threading.Lock()
+        self._failure: BaseException | None = None
+        self._closed = False
+        # Appends counted, and how many of them an fsync is known to cover: the background
+        # syncer fsyncs outside the mutex, so "dirty" cannot be a flag it clears up front.
+        self._appended = 0
+        self._synced = 0
+        self._always = options.fsync == "always"
+        self._stop_syncer = threading.Event()
+        self._syncer: threading.Thread | None = None
+        if options.fsync == "interval":
+            self._syncer = threading.Thread(
+                target=self._sync_periodically, name=f"actorkv-fsync:{directory}", daemon=True
+            )
+            self._syncer.start()
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        fsync: FsyncPolicy = "always",
+        fsync_interval: float = 0.1,
+    ) -> SegmentedLog:
+        """Open (creating if needed) the log in directory ``path`` and recover its tail.
+
+        Args:
+            path: The log's directory; created if missing. It is locked while open.
+            segment_bytes: See :class:`LogOptions`.
+            fsync: See :class:`LogOptions`.
+            fsync_interval: See :class:`LogOptions`.
+
+        Returns:
+            The open log. ``log.recovery`` reports a torn tail that was cut, if any.
+
+        Raises:
+            InvalidOption: An option is out of range.
+            StoreLocked: Another handle holds the directory.
+            CorruptLog: Damage other than a torn tail of the newest segment.
+        """
+        options = LogOptions(segment_bytes, fsync, fsync_interval)
+        directory = Path(path)
+        directory.mkdir(parents=True, exist_ok=True)
+        lock = DirectoryLock.acquire(directory)
+        try:
+            return cls(directory, options, lock)
+        except BaseException:
+            lock.release()
+            raise
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def append(self, payload: bytes) -> int:
+        """Append one payload; returns its sequence number. See :meth:`append_batch`."""
+        return self.append_batch((payload,))
+
+    def append_batch(self, payloads: Sequence[bytes]) -> int:
+        """Append payloads as one atomic group: one ``write`` and at most one ``fsync``.
+
+        After a crash either every payload of the group is in the log or none is. Under
+        ``fsync="always"`` the group is durable when this returns. Thread-safe. O(total bytes).
+
+        Returns:
+            The sequence number of the last payload (``last_seq`` if ``payloads`` is empty).
+
+        Raises:
+            InvalidValue: A payload is not bytes or is too large; nothing was written.
+            WriteFailed: The write or fsync failed, or an earlier one did; reopen the log.
+            KeyspaceClosed: The log is closed.
+        """
+        with self._mutex:
+            self._check_writable()
+            if not payloads:
+                return self._last_seq
+            data = encode_records(self._last_seq + 1, payloads)
+            if (
+                self._active_size > SEGMENT_HEADER_SIZE
+                and self._active_size + len(data) > self.options.segment_bytes
+            ):
+                self._roll()
+            start = self._active_size
+            try:
+                _fileio.write_all(self._fd, data)
+                if self._always:
+                    _fileio.fsync(self._fd)
+            except OSError as exc:
+                self._fail(exc, truncate_to=start)
+                msg = f"writing {len(payloads)} record(s) to {self._segments[-1].path} failed: {exc}"
+                raise WriteFailed(msg) from exc
+            self._active_size = start + len(data)
+            self._last_seq += len(payloads)
+            self._appended += 1
+            if self._always:
+                self._synced = self._appended
+            return self._last_seq
+
+    def sync(self) -> None:
+        """Make every appended record durable now (a no-op when nothing is unsynced).
+
+        Raises:
+            WriteFailed: The fsync failed, or an earlier write did; reopen the log.
+            KeyspaceClosed: The log is closed.
+        """
+        with self._mutex:
+            self._check_writable()
+            if self._synced == self._appended:
+                return
+            try:
+                _fileio.fsync(self._fd)
+            except OSError as exc:
+                self._fail(exc, truncate_to=None)
+                msg = f"fsync of {self._segments[-1].path} failed: {exc}"
+                raise WriteFailed(msg) from exc
+            self._synced = self._appended
+
+    def truncate_before(self, seq: int) -> int:
+        """Delete whole segments whose records are all below ``seq``; returns how many.
+
+        The active segment is never deleted. Oldest segments go first, so a crash midway
+        leaves a valid, shorter log. O(segments).
+        """
+        with self._mutex:
+            self._check_open()
+            dropped = 0
+            while len(self._segments) > 1 and self._segments[1].base_seq <= seq:
+                _fileio.remove(self._segments[0].path)
+                del self._segments[0]
+                dropped += 1
+            if dropped:
+                _fileio.fsync_dir(self.directory)
+            return dropped
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @property
+    def first_seq(self) -> int:
+        """Sequence number of the oldest record kept (``last_seq + 1`` when empty)."""
+        return self._segments[0].base_seq
+
+    @property
+    def last_seq(self) -> int:
+        """Sequence number of the newest record appended (0 for an empty log)."""
+        return self._last_seq
+
+    def read(self, from_seq: int = 1) -> Iterator[tuple[int, bytes]]:
+        """Iterate ``(seq, payload)`` from ``from_seq`` up to the ``last_seq`` of this call.
+
+        Records below ``first_seq`` were dropped by :meth:`truncate_before`, so reading
+        starts at ``max(from_seq, first_seq)``. Every record's CRC and sequence number are
+        checked. Safe to run in another thread while the log appends. O(records read).
+
+        Raises:
+            ValueError: ``from_seq`` is below 1.
+            CorruptLog: (while iterating) a damaged record, a gap or an overlap, with the
+                file and offset.
+        """
+        if isinstance(from_seq, bool) or not isinstance(from_seq, int) or from_seq < 1:
+            msg = f"from_seq must be an int >= 1, got {from_seq!r}"
+            raise ValueError(msg)
+        with self._mutex:
+            self._check_open()
+            segments = list(self._segments)
+            last_seq = self._last_seq
+        start = max(from_seq, segments[0].base_seq)
+        return self._read(segments, start, last_seq)
+
+    def verify(self) -> int:
+        """Read and check every record; returns how many there are.
+
+        Raises:
+            CorruptLog: The first damaged record, gap or overlap found.
+        """
+        return sum(1 for _ in self.read())
+
+    @staticmethod
+    def _read(segments: list[Segment], start: int, last_seq: int) -> Iterator[tuple[int, bytes]]:
+        if start > last_seq:
+            return
+        first = bisect.bisect_right([s.base_seq for s in segments], start) - 1
+        for index in range(first, len(segments)):
+            segment = segments[index]
+            following = segments[index + 1] if index + 1 < len(segments) else None
+            ceiling = last_seq if following is None else min(last_seq, following.base_seq - 1)
+            scan = scan_segment(segment.path, segment.base_seq, min_seq=start, max_seq=ceiling)
+            while True:
+                try:
+                    records = next(scan)
+                except StopIteration as stopped:
+                    end = stopped.value
+                    break
+                yield from records
+            if end.next_seq <= ceiling:
+                reason = end.problem or f"segment ends at seq {end.next_seq - 1}"
+                raise CorruptLog(segment.path, end.offset, f"{reason}; expected up to {ceiling}")
+            if following is not None and end.offset != end.size:
+                reason = f"segment holds records past {ceiling}, overlapping the next segment"
+                raise CorruptLog(segment.path, end.offset, reason)
+            if ceiling == last_seq:
+                return
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the background syncer, sync (unless ``fsync="never"``), release the lock.
+
+        Safe to call twice. A failed final fsync is logged, not raised: the log was already
+        refusing writes, and nothing was acknowledged as durable that was not.
+        """
+        with self._mutex:
+            if self._closed:
+                return
+            self._closed = True
+        self._stop_syncer.set()
+        if self._syncer is not None:
+            self._syncer.join()
+        try:
+            unsynced = self._synced != self._appended
+            if unsynced and self._failure is None and self.options.fsync != "never":
+                _fileio.fsync(self._fd)
+        except OSError:
+            logger.exception("final fsync of %s failed", self._segments[-1].path)
+        finally:
+            os.close(self._fd)
+            self._lock.release()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    @property
+    def failed(self) -> BaseException | None:
+        """The I/O error that made this log refuse writes, or None."""
+        return self._failure
+
+    def __enter__(self) -> Self:
+        """Return the log itself."""
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Close the log."""
+        self.close()
+
+    def __repr__(self) -> str:
+        """Show directory, sequence range and policy."""
+        return (
+            f"<SegmentedLog {self.directory} seq {self.first_seq}..{self._last_seq} "
+            f"fsync={self.options.fsync} segments={len(self._segments)}>"
+        )
+
+    # -- internals (called with self._mutex held) -----------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            msg = f"the log in {self.directory} is closed; open it again to use it"
+            raise KeyspaceClosed(msg)
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self._failure is not None:
+            msg = (
+                f"the log in {self.directory} refuses writes after an I/O error "
+                f"({self._failure}); close and reopen it to recover from what is on disk"
+            )
+            raise WriteFailed(msg)
+
+    def _roll(self) -> None:
+        """Seal the active segment and start a new one at ``last_seq + 1``."""
+        active = self._segments[-1]
+        try:
+            if self._synced != self._appended:
+                _fileio.fsync(self._fd)
+                self._synced = self._appended
+            path = create_segment(self.directory, self._last_seq + 1, active.base_seq)
+            fd = _fileio.open_append(path)
+        except OSError as exc:
+            self._fail(exc, truncate_to=None)
+            msg = f"starting a new segment after {active.path} failed: {exc}"
+            raise WriteFailed(msg) from exc
+        os.close(self._fd)
+        self._fd = fd
+        self._segments.append(Segment(path, self._last_seq + 1))
+        self._active_size = SEGMENT_HEADER_SIZE
+
+    def _fail(self, exc: BaseException, truncate_to: int | None) -> None:
+        """Refuse writes from now on; best-effort removal of a partial group."""
+        self._failure = exc
+        logger.error("log %s refuses writes after an I/O error: %s", self.directory, exc)
+        if truncate_to is not None:
+            try:
+                _fileio.truncate(self._fd, truncate_to)
+            except OSError:
+                logger.exception("could not remove the failed write from %s", self.directory)
+
+    def _sync_periodically(self) -> None:
+        """Body of the ``fsync="interval"`` thread: fsync dirty data every interval."""
+        interval = self.options.fsync_interval
+        while not self._stop_syncer.wait(interval):
+            with self._mutex:
+                covered = self._appended
+                if covered == self._synced or self._failure is not None or self._closed:
+                    continue
+                # fsync a duplicate descriptor outside the lock: appends go on meanwhile,
+                # and a roll may close the original without pulling it from under us.
+                fd = os.dup(self._fd)
+            try:
+                _fileio.fsync(fd)
+            except OSError as exc:
+                with self._mutex:
+                    self._fail(exc, truncate_to=None)
+            else:
+                with self._mutex:
+                    self._synced = max(self._synced, covered)
+            finally:
+                os.close(fd)
+
