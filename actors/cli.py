@@ -45,9 +45,13 @@ def demo(directory: Path, count: int) -> int:
                     state.pop(key, None)
     expected = count - 1
     ok = len(replayed) == last and len(state) == expected and state["user:00001"] == {"n": -1}
-    print(f"  state after replay: {len(state)} keys (expected {expected}); first: "
-          f"{min(state)!r} -> {state[min(state)]!r}")
-    print("  OK: every event read back" if ok else "  MISMATCH: replay differs from what was written")
+    print(
+        f"  state after replay: {len(state)} keys (expected {expected}); first: "
+        f"{min(state)!r} -> {state[min(state)]!r}"
+    )
+    print(
+        "  OK: every event read back" if ok else "  MISMATCH: replay differs from what was written"
+    )
     return 0 if ok else 1
 
 
@@ -56,7 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="actorkv", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     demo_parser = commands.add_parser("demo", help="write, reopen and read back a log")
-    demo_parser.add_argument("directory", nargs="?", type=Path, help="log directory (default: a temporary one)")
+    demo_parser.add_argument(
+        "directory", nargs="?", type=Path, help="log directory (default: a temporary one)"
+    )
     demo_parser.add_argument("--count", type=int, default=1000, help="puts to write (default 1000)")
     args = parser.parse_args(argv)
     if args.directory is not None:

@@ -4,6 +4,7 @@ Bytes in, bytes out; no actors and no threads of its own (except the documented 
 thread of ``fsync="interval"``). ``docs/format.md`` describes every byte on disk.
 """
 
+from storage._recovery import TailCut
 from storage.errors import (
     ActorKVError,
     CorruptLog,
@@ -17,7 +18,6 @@ from storage.errors import (
     VersionConflict,
     WriteFailed,
 )
-from storage._recovery import TailCut
 from storage.log import FsyncPolicy, LogOptions, SegmentedLog
 from storage.repair import RepairReport, repair
 

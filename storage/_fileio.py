@@ -61,9 +61,9 @@ def truncate(fd: int, size: int) -> None:
 
 def rename(src: Path, dst: Path) -> None:
     """Atomically rename ``src`` to ``dst`` (the caller fsyncs the directory)."""
-    os.replace(src, dst)
+    src.replace(dst)
 
 
 def remove(path: Path) -> None:
     """Delete a file (the caller fsyncs the directory)."""
-    os.unlink(path)
+    path.unlink()

@@ -39,6 +39,7 @@ class ParseStop(NamedTuple):
             open (its last record had ``GROUP_CONTINUES``), or None.
         problem: Why the record at ``pos`` cannot be trusted, or None if the buffer simply
             ended (possibly inside a record) or ``max_seq`` was reached.
+
     """
 
     pos: int
@@ -54,8 +55,9 @@ def encode_records(first_seq: int, payloads: Sequence[bytes]) -> bytes:
     whole.
 
     Raises:
-        InvalidValue: A payload is not bytes-like or is larger than ``MAX_PAYLOAD_BYTES``.
+        InvalidValue: A payload is not bytes or is larger than ``MAX_PAYLOAD_BYTES``.
             Nothing is returned, so nothing reaches the log.
+
     """
     crc32 = zlib.crc32
     pack_tail = _AFTER_CRC.pack
@@ -64,13 +66,14 @@ def encode_records(first_seq: int, payloads: Sequence[bytes]) -> bytes:
     append = parts.append
     last = len(payloads) - 1
     for index, payload in enumerate(payloads):
-        if not isinstance(payload, bytes | bytearray | memoryview):
+        unchecked: object = payload  # typed callers pass bytes; untyped ones may not
+        if not isinstance(unchecked, bytes | bytearray):
             msg = (
-                f"log payload {index} is {type(payload).__name__}, not bytes; "
+                f"log payload {index} is {type(unchecked).__name__}, not bytes; "
                 "encode it first (for example with storage.codec.encode_event)"
             )
             raise InvalidValue(msg)
-        size = len(payload) if not isinstance(payload, memoryview) else payload.nbytes
+        size = len(payload)
         if size > MAX_PAYLOAD_BYTES:
             msg = (
                 f"log payload {index} is {size} bytes, over the {MAX_PAYLOAD_BYTES}-byte "
@@ -81,7 +84,7 @@ def encode_records(first_seq: int, payloads: Sequence[bytes]) -> bytes:
         tail = pack_tail(size, first_seq + index, flags, 0)
         append(pack_crc(crc32(payload, crc32(tail))))
         append(tail)
-        append(bytes(payload) if isinstance(payload, memoryview) else payload)
+        append(payload)
     return b"".join(parts)
 
 
@@ -89,11 +92,11 @@ def record_is_valid_at(buf: bytes, pos: int, seq: int) -> bool:
     """Whether a complete record numbered ``seq`` with a matching CRC starts at ``pos``."""
     if pos < 0 or pos + RECORD_HEADER_SIZE > len(buf):
         return False
-    crc, length, found_seq, flags, reserved = RECORD_HEADER.unpack_from(buf, pos)
+    crc, length, found_seq, _flags, _reserved = RECORD_HEADER.unpack_from(buf, pos)
     end = pos + RECORD_HEADER_SIZE + length
     if found_seq != seq or length > MAX_PAYLOAD_BYTES or end > len(buf):
         return False
-    return zlib.crc32(memoryview(buf)[pos + 4 : end]) == crc
+    return bool(zlib.crc32(memoryview(buf)[pos + 4 : end]) == crc)
 
 
 def parse_records(  # noqa: PLR0913 - the hot loop takes its state as arguments, not an object
@@ -121,6 +124,7 @@ def parse_records(  # noqa: PLR0913 - the hot loop takes its state as arguments,
 
     Returns:
         Where parsing stopped, and why (see :class:`ParseStop`).
+
     """
     unpack = RECORD_HEADER.unpack_from
     crc32 = zlib.crc32

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from storage import _fileio
 from storage._format import CUT_SUFFIX, TMP_SUFFIX, parse_segment_name
-from storage._segment import create_segment, find_record, read_header, scan_segment
+from storage._segment import create_segment, find_record, read_header, scan_to_end
 from storage.errors import CorruptLog
 
 logger = logging.getLogger("actorkv.storage")
@@ -38,6 +38,7 @@ class TailCut:
         bytes_cut: How many bytes were removed.
         side_file: Where the removed bytes were kept.
         reason: What was wrong with the first record cut.
+
     """
 
     segment: Path
@@ -74,6 +75,7 @@ def check_chain(directory: Path, segments: list[Segment]) -> None:
     Raises:
         CorruptLog: A bad header, a name that disagrees with its header, or a missing,
             duplicated or reordered segment.
+
     """
     previous: Segment | None = None
     for segment in segments:
@@ -101,24 +103,22 @@ def recover(directory: Path) -> RecoveredLog:
 
     Raises:
         CorruptLog: Damage that is not a torn tail of the newest segment.
+
     """
     for entry in os.scandir(directory):
-        if entry.name.endswith(TMP_SUFFIX) and parse_segment_name(entry.name[: -len(TMP_SUFFIX)]) is not None:
+        if (
+            entry.name.endswith(TMP_SUFFIX)
+            and parse_segment_name(entry.name[: -len(TMP_SUFFIX)]) is not None
+        ):
             # A roll that crashed before its rename: the file holds only a header.
             _fileio.remove(Path(entry.path))
     segments = list_segments(directory)
     if not segments:
         path = create_segment(directory, base_seq=1, prev_base=0)
-        return RecoveredLog([Segment(path, 1)], 0, os.path.getsize(path), None)
+        return RecoveredLog([Segment(path, 1)], 0, path.stat().st_size, None)
     check_chain(directory, segments)
     newest = segments[-1]
-    scan = scan_segment(newest.path, newest.base_seq)
-    while True:
-        try:
-            next(scan)
-        except StopIteration as stopped:
-            end = stopped.value
-            break
+    end = scan_to_end(newest.path, newest.base_seq)
     if end.problem is None and end.group_start is None:
         return RecoveredLog(segments, end.next_seq - 1, end.offset, None)
     cut_offset, last_seq = end.offset, end.next_seq - 1
@@ -131,7 +131,9 @@ def recover(directory: Path) -> RecoveredLog:
         # damage is in the middle of the log.
         later = find_record(newest.path, end.offset + 1, end.next_seq + 1)
         if later is not None:
-            raise CorruptLog(newest.path, end.offset, f"{end.problem}, yet a later record is intact")
+            raise CorruptLog(
+                newest.path, end.offset, f"{end.problem}, yet a later record is intact"
+            )
     cut = _cut_tail(newest.path, cut_offset, end.size, reason)
     return RecoveredLog(segments, last_seq, cut_offset, cut)
 

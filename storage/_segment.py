@@ -48,6 +48,7 @@ class ScanEnd(NamedTuple):
         next_seq: Sequence number the next record would carry.
         group_start: ``(offset, seq)`` of a group left open at ``offset``, or None.
         problem: Why the record at ``offset`` is bad, or None (clean end, or ``max_seq``).
+
     """
 
     offset: int
@@ -68,6 +69,7 @@ def read_header(path: Path) -> SegmentHeader:
 
     Raises:
         CorruptLog: The header is short, has a bad magic, version, flags or CRC.
+
     """
     with path.open("rb") as file:
         raw = file.read(SEGMENT_HEADER_SIZE)
@@ -152,6 +154,17 @@ def scan_segment(
                 if problem is None and not chunk and pos < len(buf):
                     problem = f"incomplete record ({len(buf) - pos} bytes at end of file)"
                 return ScanEnd(buf_offset + pos, size, next_seq, group_start, problem)
+
+
+def scan_to_end(path: Path, base_seq: int) -> ScanEnd:
+    """Check every record of a segment without keeping them; returns how the scan ended."""
+    scan = scan_segment(path, base_seq)
+    while True:
+        try:
+            next(scan)
+        except StopIteration as stopped:
+            end: ScanEnd = stopped.value
+            return end
 
 
 def find_record(path: Path, from_offset: int, seq: int) -> int | None:

@@ -51,6 +51,7 @@ class LogOptions:
             apart; a crash can lose the writes of that window. ``"never"``: the operating
             system decides when data reaches the disk; a crash can lose anything unsynced.
         fsync_interval: Seconds between background fsyncs under ``"interval"``.
+
     """
 
     segment_bytes: int = DEFAULT_SEGMENT_BYTES
@@ -69,8 +70,10 @@ class LogOptions:
             msg = f"segment_bytes={self.segment_bytes} is below the minimum {MIN_SEGMENT_BYTES}"
             raise InvalidOption(msg)
         interval = self.fsync_interval
-        if isinstance(interval, bool) or not isinstance(interval, int | float) or not (
-            0 < interval <= 3600  # noqa: PLR2004 - an hour bounds the loss window sanely
+        if (
+            isinstance(interval, bool)
+            or not isinstance(interval, int | float)
+            or not (0 < interval <= 3600)
         ):
             msg = f"fsync_interval={interval!r} must be a number of seconds in (0, 3600]"
             raise InvalidOption(msg)
@@ -134,6 +137,7 @@ class SegmentedLog:
             InvalidOption: An option is out of range.
             StoreLocked: Another handle holds the directory.
             CorruptLog: Damage other than a torn tail of the newest segment.
+
         """
         options = LogOptions(segment_bytes, fsync, fsync_interval)
         directory = Path(path)
@@ -164,6 +168,7 @@ class SegmentedLog:
             InvalidValue: A payload is not bytes or is too large; nothing was written.
             WriteFailed: The write or fsync failed, or an earlier one did; reopen the log.
             KeyspaceClosed: The log is closed.
+
         """
         with self._mutex:
             self._check_writable()
@@ -182,7 +187,9 @@ class SegmentedLog:
                     _fileio.fsync(self._fd)
             except OSError as exc:
                 self._fail(exc, truncate_to=start)
-                msg = f"writing {len(payloads)} record(s) to {self._segments[-1].path} failed: {exc}"
+                msg = (
+                    f"writing {len(payloads)} record(s) to {self._segments[-1].path} failed: {exc}"
+                )
                 raise WriteFailed(msg) from exc
             self._active_size = start + len(data)
             self._last_seq += len(payloads)
@@ -197,6 +204,7 @@ class SegmentedLog:
         Raises:
             WriteFailed: The fsync failed, or an earlier write did; reopen the log.
             KeyspaceClosed: The log is closed.
+
         """
         with self._mutex:
             self._check_writable()
@@ -250,6 +258,7 @@ class SegmentedLog:
             ValueError: ``from_seq`` is below 1.
             CorruptLog: (while iterating) a damaged record, a gap or an overlap, with the
                 file and offset.
+
         """
         if isinstance(from_seq, bool) or not isinstance(from_seq, int) or from_seq < 1:
             msg = f"from_seq must be an int >= 1, got {from_seq!r}"
@@ -266,6 +275,7 @@ class SegmentedLog:
 
         Raises:
             CorruptLog: The first damaged record, gap or overlap found.
+
         """
         return sum(1 for _ in self.read())
 
@@ -415,4 +425,3 @@ class SegmentedLog:
                     self._synced = max(self._synced, covered)
             finally:
                 os.close(fd)
-

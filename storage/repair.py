@@ -18,7 +18,7 @@ from storage import _fileio
 from storage._format import BROKEN_SUFFIX, TMP_SUFFIX, parse_segment_name
 from storage._lock import DirectoryLock
 from storage._recovery import Segment, list_segments
-from storage._segment import create_segment, read_header, scan_segment
+from storage._segment import create_segment, read_header, scan_to_end
 from storage.errors import CorruptLog
 
 __all__ = ["RepairReport", "repair"]
@@ -38,6 +38,7 @@ class RepairReport:
         bytes_cut: Bytes removed from the damaged segment, plus the size of every segment
             removed after it.
         backups: The ``.broken`` copies kept.
+
     """
 
     last_seq: int
@@ -63,6 +64,7 @@ def repair(path: str | os.PathLike[str]) -> RepairReport:
 
     Raises:
         StoreLocked: The log is open elsewhere.
+
     """
     directory = Path(path)
     lock = DirectoryLock.acquire(directory)
@@ -95,38 +97,35 @@ def _repair_segments(directory: Path, segments: list[Segment]) -> RepairReport:
     previous: Segment | None = None
     for index, segment in enumerate(segments):
         try:
-            header = read_header(segment.path)
-            if header.base_seq != segment.base_seq:
-                raise CorruptLog(segment.path, 12, "header and file name disagree")
-            if previous is not None and header.prev_base != previous.base_seq:
-                raise CorruptLog(segment.path, 20, "segment chain broken")
-            if segment.base_seq != next_seq:
-                reason = f"segment starts at seq {segment.base_seq}, expected {next_seq}"
-                raise CorruptLog(segment.path, 12, reason)
+            _check_segment_start(segment, previous, next_seq)
         except CorruptLog as damage:
             return _cut(directory, segments, index, None, next_seq - 1, damage)
-        scan = scan_segment(segment.path, segment.base_seq)
-        while True:
-            try:
-                next(scan)
-            except StopIteration as stopped:
-                end = stopped.value
-                break
-        is_newest = index == len(segments) - 1
+        end = scan_to_end(segment.path, segment.base_seq)
         cut_offset, last_seq = end.offset, end.next_seq - 1
         if end.group_start is not None:
             cut_offset, first_of_group = end.group_start
             last_seq = first_of_group - 1
-        if end.problem is not None or (is_newest and end.group_start is not None):
+        if end.problem is not None or end.group_start is not None:
             reason = end.problem or "incomplete final group"
-            damage = CorruptLog(segment.path, cut_offset, reason)
-            return _cut(directory, segments, index, cut_offset, last_seq, damage)
+            bad_record = CorruptLog(segment.path, cut_offset, reason)
+            return _cut(directory, segments, index, cut_offset, last_seq, bad_record)
         next_seq = end.next_seq
         previous = segment
     return RepairReport(last_seq=next_seq - 1)
 
 
-def _cut(
+def _check_segment_start(segment: Segment, previous: Segment | None, next_seq: int) -> None:
+    header = read_header(segment.path)
+    if header.base_seq != segment.base_seq:
+        raise CorruptLog(segment.path, 12, "header and file name disagree")
+    if previous is not None and header.prev_base != previous.base_seq:
+        raise CorruptLog(segment.path, 20, "segment chain broken")
+    if segment.base_seq != next_seq:
+        reason = f"segment starts at seq {segment.base_seq}, expected {next_seq}"
+        raise CorruptLog(segment.path, 12, reason)
+
+
+def _cut(  # noqa: PLR0913, PLR0917 - one call site; a parameter object would only rename these
     directory: Path,
     segments: list[Segment],
     index: int,
