@@ -11,10 +11,12 @@ import os
 from pathlib import Path
 
 __all__ = [
+    "create",
     "fsync",
     "fsync_dir",
     "open_append",
     "open_read",
+    "open_write",
     "remove",
     "rename",
     "truncate",
@@ -25,6 +27,16 @@ __all__ = [
 def open_append(path: Path) -> int:
     """Open an existing file for appending; returns the descriptor."""
     return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+
+
+def create(path: Path) -> int:
+    """Create (or empty) a file for writing; returns the descriptor."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+
+
+def open_write(path: Path) -> int:
+    """Open an existing file for writing at any offset (truncation); returns the descriptor."""
+    return os.open(path, os.O_WRONLY | os.O_CLOEXEC)
 
 
 def open_read(path: Path) -> int:

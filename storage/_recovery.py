@@ -142,19 +142,19 @@ def _cut_tail(path: Path, offset: int, size: int, reason: str) -> TailCut:
     """Keep ``path[offset:]`` in a side file, then truncate ``path`` at ``offset``."""
     side_file = path.with_name(f"{path.name}{CUT_SUFFIX}{offset}")
     serial = 1
-    while side_file.exists():
+    while side_file.exists():  # an earlier cut at the same offset: keep both
         side_file = path.with_name(f"{path.name}{CUT_SUFFIX}{offset}.{serial}")
         serial += 1
     with path.open("rb") as source:
         source.seek(offset)
         torn = source.read()
-    fd = os.open(side_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    fd = _fileio.create(side_file)
     try:
         _fileio.write_all(fd, torn)
         _fileio.fsync(fd)
     finally:
         os.close(fd)
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    fd = _fileio.open_write(path)
     try:
         _fileio.truncate(fd, offset)
         _fileio.fsync(fd)

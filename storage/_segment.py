@@ -97,7 +97,7 @@ def create_segment(directory: Path, base_seq: int, prev_base: int) -> Path:
     """
     path = directory / segment_name(base_seq)
     tmp = path.with_name(path.name + TMP_SUFFIX)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    fd = _fileio.create(tmp)
     try:
         _fileio.write_all(fd, encode_header(base_seq, prev_base))
         _fileio.fsync(fd)

@@ -144,7 +144,7 @@ def _cut(  # noqa: PLR0913, PLR0917 - one call site; a parameter object would on
         _fsync_file(backup)
         backups.append(backup)
         bytes_cut += damaged.stat().st_size - offset
-        fd = os.open(damaged, os.O_WRONLY | os.O_CLOEXEC)
+        fd = _fileio.open_write(damaged)
         try:
             _fileio.truncate(fd, offset)
             _fileio.fsync(fd)
@@ -162,7 +162,7 @@ def _cut(  # noqa: PLR0913, PLR0917 - one call site; a parameter object would on
 
 
 def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    fd = _fileio.open_read(path)
     try:
         _fileio.fsync(fd)
     finally:
