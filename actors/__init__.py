@@ -6,6 +6,7 @@ an application needs.
 
 from storage.errors import (
     ActorKVError,
+    ActorStopped,
     CorruptLog,
     InvalidInput,
     InvalidKey,
@@ -20,6 +21,7 @@ from storage.errors import (
 
 __all__ = [
     "ActorKVError",
+    "ActorStopped",
     "CorruptLog",
     "InvalidInput",
     "InvalidKey",

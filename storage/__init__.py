@@ -7,6 +7,7 @@ thread of ``fsync="interval"``). ``docs/format.md`` describes every byte on disk
 from storage._recovery import TailCut
 from storage.errors import (
     ActorKVError,
+    ActorStopped,
     CorruptLog,
     InvalidInput,
     InvalidKey,
@@ -23,6 +24,7 @@ from storage.repair import RepairReport, repair
 
 __all__ = [
     "ActorKVError",
+    "ActorStopped",
     "CorruptLog",
     "FsyncPolicy",
     "InvalidInput",

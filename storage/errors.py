@@ -11,6 +11,7 @@ Every error actorkv raises on purpose derives from one root, so callers can catc
     │   └── InvalidOption
     ├── VersionConflict                     compare-and-set saw another version
     ├── KeyspaceClosed                      the key space or store was closed
+    │   └── ActorStopped                    an actor stopped before answering a command
     ├── StoreLocked                         another process or handle owns the directory
     ├── CorruptLog                          damaged bytes that recovery must not guess about
     └── WriteFailed                         a write or fsync failed; writes refused until reopen
@@ -25,6 +26,7 @@ from pathlib import Path
 
 __all__ = [
     "ActorKVError",
+    "ActorStopped",
     "CorruptLog",
     "InvalidInput",
     "InvalidKey",
@@ -84,6 +86,13 @@ class VersionConflict(ActorKVError):
 
 class KeyspaceClosed(ActorKVError):
     """The key space, actor or store was closed; open it again to continue."""
+
+
+class ActorStopped(KeyspaceClosed):
+    """The actor stopped (or is stopping) before it could run a command.
+
+    Nothing of that command was written. Spawn the actor again to continue.
+    """
 
 
 class StoreLocked(ActorKVError):

@@ -104,6 +104,8 @@ class SegmentedLog:
         # syncer fsyncs outside the mutex, so "dirty" cannot be a flag it clears up front.
         self._appended = 0
         self._synced = 0
+        self.fsyncs = 0
+        """How many fsyncs of segment data succeeded since open (all threads)."""
         self._always = options.fsync == "always"
         self._stop_syncer = threading.Event()
         self._syncer: threading.Thread | None = None
@@ -185,6 +187,7 @@ class SegmentedLog:
                 _fileio.write_all(self._fd, data)
                 if self._always:
                     _fileio.fsync(self._fd)
+                    self.fsyncs += 1
             except OSError as exc:
                 self._fail(exc, truncate_to=start)
                 msg = (
@@ -217,6 +220,7 @@ class SegmentedLog:
                 msg = f"fsync of {self._segments[-1].path} failed: {exc}"
                 raise WriteFailed(msg) from exc
             self._synced = self._appended
+            self.fsyncs += 1
 
     def truncate_before(self, seq: int) -> int:
         """Delete whole segments whose records are all below ``seq``; returns how many.
@@ -383,6 +387,7 @@ class SegmentedLog:
             if self._synced != self._appended:
                 _fileio.fsync(self._fd)
                 self._synced = self._appended
+                self.fsyncs += 1
             path = create_segment(self.directory, self._last_seq + 1, active.base_seq)
             fd = _fileio.open_append(path)
         except OSError as exc:
@@ -423,5 +428,6 @@ class SegmentedLog:
             else:
                 with self._mutex:
                     self._synced = max(self._synced, covered)
+                    self.fsyncs += 1
             finally:
                 os.close(fd)
