@@ -4,6 +4,10 @@ The errors of the whole library are re-exported here, so ``from actors import ..
 an application needs.
 """
 
+from actors._actor import EventSourcedActor
+from actors._handle import ActorHandle
+from actors._host import ActorStats
+from actors._store import Store
 from storage.errors import (
     ActorKVError,
     ActorStopped,
@@ -20,15 +24,19 @@ from storage.errors import (
 )
 
 __all__ = [
+    "ActorHandle",
     "ActorKVError",
+    "ActorStats",
     "ActorStopped",
     "CorruptLog",
+    "EventSourcedActor",
     "InvalidInput",
     "InvalidKey",
     "InvalidName",
     "InvalidOption",
     "InvalidValue",
     "KeyspaceClosed",
+    "Store",
     "StoreLocked",
     "VersionConflict",
     "WriteFailed",

@@ -4,6 +4,8 @@ Bytes in, bytes out; no actors and no threads of its own (except the documented 
 thread of ``fsync="interval"``). ``docs/format.md`` describes every byte on disk.
 """
 
+from storage._format import DEFAULT_SEGMENT_BYTES
+from storage._lock import DirectoryLock
 from storage._recovery import TailCut
 from storage.errors import (
     ActorKVError,
@@ -23,9 +25,11 @@ from storage.log import FsyncPolicy, LogOptions, SegmentedLog
 from storage.repair import RepairReport, repair
 
 __all__ = [
+    "DEFAULT_SEGMENT_BYTES",
     "ActorKVError",
     "ActorStopped",
     "CorruptLog",
+    "DirectoryLock",
     "FsyncPolicy",
     "InvalidInput",
     "InvalidKey",

@@ -99,7 +99,7 @@ def record_is_valid_at(buf: bytes, pos: int, seq: int) -> bool:
     return bool(zlib.crc32(memoryview(buf)[pos + 4 : end]) == crc)
 
 
-def parse_records(  # noqa: PLR0913 - the hot loop takes its state as arguments, not an object
+def parse_records(
     buf: bytes,
     pos: int,
     next_seq: int,

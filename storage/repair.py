@@ -125,7 +125,7 @@ def _check_segment_start(segment: Segment, previous: Segment | None, next_seq: i
         raise CorruptLog(segment.path, 12, reason)
 
 
-def _cut(  # noqa: PLR0913, PLR0917 - one call site; a parameter object would only rename these
+def _cut(
     directory: Path,
     segments: list[Segment],
     index: int,

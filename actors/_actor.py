@@ -1,0 +1,111 @@
+"""The base class users subclass to write event-sourced actors.
+
+An actor is a fold: ``state = apply(apply(initial_state(), e1), e2) ...``. Commands are the
+public methods of the subclass. A command checks its rules against ``self.state`` and calls
+``self.emit(...)``; each emitted event is applied at once (so the rest of the command, and
+every later command, sees it) and all events of one command are written as one log record.
+The command's caller hears back only once that record is durable.
+
+Threads: every method of an actor runs in the actor's own thread, one command at a time;
+``initial_state`` and ``apply`` also run on replay, in the thread that spawns the actor.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Generic, TypeVar
+
+from storage.errors import InvalidValue
+
+S = TypeVar("S")
+
+# Names on the base class that are not commands, even though they are public.
+FRAMEWORK_NAMES = frozenset({"initial_state", "apply", "emit", "state", "event_types"})
+
+
+class EventSourcedActor(Generic[S]):
+    """Base class of an event-sourced actor whose state has type ``S``.
+
+    Subclasses define :meth:`initial_state`, :meth:`apply` and their commands. Event types
+    are msgspec Structs declared with ``tag=True`` (``frozen=True`` recommended); they are
+    found from the annotation of ``apply``'s ``event`` parameter, or from ``event_types``.
+
+    Example::
+
+        class Counter(EventSourcedActor[int]):
+            def initial_state(self) -> int:
+                return 0
+
+            def apply(self, state: int, event: Incremented) -> int:
+                return state + event.by
+
+            def increment(self, by: int) -> int:
+                if by <= 0:
+                    raise ValueError("by must be positive")
+                self.emit(Incremented(by))
+                return self.state
+    """
+
+    event_types: ClassVar[tuple[type, ...] | None] = None
+    """The event types, if they cannot be read from the annotation of :meth:`apply`."""
+
+    # Set by the framework: the current state, and the events of the running command.
+    _esa_state: S
+    _esa_emitted: list[Any] | None = None
+    _esa_event_types: tuple[type, ...] = ()
+
+    def initial_state(self) -> S:
+        """Return the state before any event. Called once per spawn, before replay."""
+        raise NotImplementedError
+
+    def apply(self, state: S, event: Any) -> S:
+        """Return the state after ``event``. Must be pure: same inputs, same result.
+
+        It runs live (from :meth:`emit`) and on replay, so it must not read clocks, random
+        numbers or anything outside its arguments, and must return a new state rather than
+        mutate ``state`` (a failed command rolls back by keeping the old state object).
+        """
+        raise NotImplementedError
+
+    @property
+    def state(self) -> S:
+        """The current state, including every event emitted so far (durable or not yet)."""
+        return self._esa_state
+
+    def emit(self, *events: Any) -> None:
+        """Record ``events`` as this command's outcome and apply them to the state now.
+
+        The events of one command are written as one record after the command returns; if
+        the command raises, none of them is written and the state is rolled back.
+
+        Raises:
+            RuntimeError: Called outside a command.
+            InvalidValue: An event is not one of this actor's event types.
+        """
+        emitted = self._esa_emitted
+        if emitted is None:
+            msg = "emit() can only be called from a command running in the actor"
+            raise RuntimeError(msg)
+        apply = self.apply
+        state = self._esa_state
+        for event in events:
+            if not isinstance(event, self._esa_event_types):
+                names = ", ".join(t.__name__ for t in self._esa_event_types)
+                msg = (
+                    f"{type(self).__name__} cannot emit {type(event).__name__}: not one of {names}"
+                )
+                raise InvalidValue(msg)
+            state = apply(state, event)
+            emitted.append(event)
+        self._esa_state = state
+
+
+def command_names(actor_class: type) -> frozenset[str]:
+    """The public methods of ``actor_class`` that are commands."""
+    names = set()
+    for klass in actor_class.__mro__:
+        if klass in (EventSourcedActor, Generic, object):
+            continue
+        for name, member in vars(klass).items():
+            if not name.startswith("_") and name not in FRAMEWORK_NAMES and callable(member):
+                names.add(name)
+    return frozenset(names)

@@ -1,0 +1,93 @@
+"""Finding a custom actor's event types and building its record codec.
+
+One log record holds the events of one command, encoded as a MessagePack array of tagged
+msgspec Structs. The event types come from ``event_types`` on the actor class, or else from
+the annotation of ``apply``'s ``event`` parameter (a Struct or a union of Structs).
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from dataclasses import dataclass
+from typing import Any, Final
+
+import msgspec
+
+_ENCODER: Final = msgspec.msgpack.Encoder()
+
+
+@dataclass(frozen=True, slots=True)
+class EventCodec:
+    """Encodes the events of one command to one record payload, and back."""
+
+    types: tuple[type[msgspec.Struct], ...]
+    decoder: msgspec.msgpack.Decoder[list[Any]]
+
+    def encode(self, events: list[Any]) -> bytes:
+        """Encode a command's events (already checked to be of ``types``)."""
+        return _ENCODER.encode(events)
+
+    def decode(self, payload: bytes) -> list[Any]:
+        """Decode one record payload into its events."""
+        return self.decoder.decode(payload)
+
+
+def event_codec_for(actor_class: type) -> EventCodec:
+    """Build the codec for ``actor_class``'s events.
+
+    Raises:
+        TypeError: The event types cannot be found, are not msgspec Structs, or are not
+            tagged (``tag=True``), so a union of them could not be decoded.
+    """
+    types = _event_types(actor_class)
+    name = actor_class.__name__
+    for event_type in types:
+        if not (isinstance(event_type, type) and issubclass(event_type, msgspec.Struct)):
+            msg = (
+                f"{name}: event type {event_type!r} is not a msgspec.Struct; declare events "
+                "as `class Done(msgspec.Struct, tag=True, frozen=True): ...`"
+            )
+            raise TypeError(msg)
+        if len(types) > 1 and event_type.__struct_config__.tag is None:
+            msg = (
+                f"{name}: event type {event_type.__name__} has no tag, so a log holding "
+                "several event types could not tell them apart; add `tag=True`"
+            )
+            raise TypeError(msg)
+    union: Any = types[0] if len(types) == 1 else typing.Union[types]  # noqa: UP007
+    try:
+        decoder = msgspec.msgpack.Decoder(list[union])
+    except TypeError as exc:
+        msg = f"{name}: its event types cannot be decoded as one union: {exc}"
+        raise TypeError(msg) from exc
+    return EventCodec(types, decoder)
+
+
+def _event_types(actor_class: type) -> tuple[Any, ...]:
+    declared = getattr(actor_class, "event_types", None)
+    if declared:
+        return tuple(declared)
+    apply = actor_class.apply  # type: ignore[attr-defined]
+    parameters = list(inspect.signature(apply).parameters)
+    hint = None
+    if len(parameters) == 3:  # self, state, event
+        try:
+            hint = typing.get_type_hints(apply).get(parameters[2])
+        except (NameError, TypeError) as exc:
+            msg = (
+                f"{actor_class.__name__}.apply: cannot resolve the event annotation ({exc}); "
+                "define the event types at module level or set `event_types = (...)`"
+            )
+            raise TypeError(msg) from exc
+    if hint is None:
+        msg = (
+            f"{actor_class.__name__}: annotate apply(self, state, event: MyEvent | Other) "
+            "or set `event_types = (MyEvent, Other)` on the class"
+        )
+        raise TypeError(msg)
+    args = typing.get_args(hint)
+    return args if args and typing.get_origin(hint) in (typing.Union, _UNION_TYPE) else (hint,)
+
+
+_UNION_TYPE: Any = type(int | str)

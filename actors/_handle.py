@@ -1,0 +1,109 @@
+"""The caller's side of a spawned actor: a thread-safe handle whose commands return futures."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+import pykka
+
+from actors._actor import EventSourcedActor
+from actors._host import ActorStats, Command, Counters
+from storage import SegmentedLog
+from storage.errors import ActorStopped
+
+A = TypeVar("A", bound=EventSourcedActor[Any])
+
+
+class ActorHandle(Generic[A]):
+    """A handle on a running actor of class ``A``; share it freely between threads.
+
+    Every command method of ``A`` is available on the handle and returns a pykka future:
+    ``handle.increment(2).get(timeout=5)``. The future resolves once the command's events
+    are durable under the store's fsync policy, or raises what the command raised.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        actor_class: type[A],
+        ref: pykka.ActorRef[Any],
+        commands: frozenset[str],
+        counters: Counters,
+        log: SegmentedLog,
+    ) -> None:
+        self.name = name
+        self.actor_class = actor_class
+        self._ref = ref
+        self._commands = commands
+        self._counters = counters
+        self._log = log
+        # Held while a command is queued and while stopping: no command can slip into the
+        # inbox after the stop message, where nobody would answer it.
+        self._gate = threading.Lock()
+        self._stopped = False
+
+    def __getattr__(self, name: str) -> Callable[..., pykka.Future[Any]]:
+        """Return a sender for the command ``name`` (cached on the handle)."""
+        if name.startswith("_") or name not in self._commands:
+            known = ", ".join(sorted(self._commands)) or "none"
+            msg = f"{self.actor_class.__name__} has no command {name!r} (commands: {known})"
+            raise AttributeError(msg)
+        tell = self._ref.tell
+        gate = self._gate
+
+        def send(*args: Any, **kwargs: Any) -> pykka.Future[Any]:
+            future: pykka.Future[Any] = pykka.ThreadingFuture()
+            with gate:
+                if self._stopped:
+                    msg = f"actor {self.name!r} is stopped; spawn it again"
+                    raise ActorStopped(msg)
+                try:
+                    tell(Command(name, args, kwargs, future))
+                except pykka.ActorDeadError as exc:
+                    msg = f"actor {self.name!r} has stopped: {exc}"
+                    raise ActorStopped(msg) from exc
+            return future
+
+        send.__name__ = name
+        self.__dict__[name] = send
+        return send
+
+    def stats(self) -> ActorStats:
+        """A snapshot of the actor's counters. Thread-safe, no round trip."""
+        c = self._counters
+        return ActorStats(
+            commands=c.commands,
+            events=c.events,
+            records=c.records,
+            groups=c.groups,
+            fsyncs=self._log.fsyncs,
+            largest_group=c.largest_group,
+            events_replayed=c.events_replayed,
+            records_replayed=c.records_replayed,
+            failed=c.failed,
+        )
+
+    @property
+    def last_seq(self) -> int:
+        """Sequence number of the newest record written by this actor."""
+        return self._log.last_seq
+
+    @property
+    def alive(self) -> bool:
+        """Whether the actor still accepts commands."""
+        return not self._stopped and self._ref.is_alive()
+
+    def stop(self, timeout: float | None = 30.0) -> None:
+        """Answer every queued command, flush, sync and close the actor's log.
+
+        Commands sent after this raise :class:`ActorStopped`. Safe to call twice.
+        """
+        with self._gate:
+            self._stopped = True
+        self._ref.stop(block=True, timeout=timeout)
+
+    def __repr__(self) -> str:
+        state = "running" if self.alive else "stopped"
+        return f"<ActorHandle {self.name!r} {self.actor_class.__name__} {state}>"

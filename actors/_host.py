@@ -1,0 +1,278 @@
+"""The pykka actor that hosts an EventSourcedActor: command loop, group commit, replay.
+
+Write path, in the actor's thread, per message:
+
+1. ``_run``: call the command; its emitted events are applied at once and encoded into one
+   record payload; the reply waits in the open group.
+2. If the inbox is empty (no command is waiting behind this one), ``_flush`` writes every
+   payload of the group with one ``append_batch`` (one write, at most one fsync), then
+   answers every caller of the group.
+
+While a write or fsync runs, new commands queue up in the inbox; they form the next group,
+so one fsync serves them all. Callers are answered only after their record is durable, and a
+command that emitted nothing but ran after a command still in the group waits with it (it
+may have observed that command's state).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import pykka
+
+from actors._actor import EventSourcedActor
+from actors._events import EventCodec
+from storage import SegmentedLog
+from storage.errors import ActorStopped, CorruptLog, InvalidValue, WriteFailed
+
+logger = logging.getLogger("actorkv.actors")
+
+ReplayProgress = Callable[[str, int, int], None]
+"""Called as ``progress(actor_name, records_replayed, records_total)`` during replay."""
+
+_PROGRESS_EVERY = 65536  # records between progress reports: ~0.1 s of replay
+
+
+class Command:
+    """A command message: which method, its arguments, and the future to answer."""
+
+    __slots__ = ("args", "future", "kwargs", "name")
+
+    def __init__(
+        self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], future: pykka.Future[Any]
+    ) -> None:
+        self.name = name
+        self.args = args
+        self.kwargs = kwargs
+        self.future = future
+
+
+class ActorStats(msgspec.Struct, frozen=True):
+    """Counters of one actor since it was spawned.
+
+    Attributes:
+        commands: Commands run (accepted or refused).
+        events: Events emitted by accepted commands.
+        records: Log records written (one per command that emitted events).
+        groups: Group writes (one ``append_batch`` each).
+        fsyncs: fsyncs of the actor's log.
+        largest_group: Most commands answered by one group write.
+        events_replayed: Events applied while recovering from the log.
+        records_replayed: Records read while recovering from the log.
+        failed: Whether the actor refuses writes after a failed write or fsync.
+    """
+
+    commands: int
+    events: int
+    records: int
+    groups: int
+    fsyncs: int
+    largest_group: int
+    events_replayed: int
+    records_replayed: int
+    failed: bool
+
+
+@dataclass(slots=True)
+class Counters:
+    """Mutable counters written by the actor thread; read as :class:`ActorStats`."""
+
+    commands: int = 0
+    events: int = 0
+    records: int = 0
+    groups: int = 0
+    largest_group: int = 0
+    events_replayed: int = 0
+    records_replayed: int = 0
+    failed: bool = False
+
+
+def replay(
+    name: str,
+    actor: EventSourcedActor[Any],
+    log: SegmentedLog,
+    codec: EventCodec,
+    counters: Counters,
+    progress: ReplayProgress | None,
+) -> None:
+    """Fold every record of ``log`` into ``actor``'s state, from ``initial_state()``.
+
+    Raises:
+        CorruptLog: A damaged record, or one that no longer decodes as this actor's events.
+    """
+    total = log.last_seq - log.first_seq + 1
+    apply = actor.apply
+    decode = codec.decode
+    state = actor.initial_state()
+    records = events = 0
+    for seq, payload in log.read():
+        try:
+            decoded = decode(payload)
+        except msgspec.DecodeError as exc:
+            reason = (
+                f"record {seq} does not decode as {type(actor).__name__}'s events ({exc}); "
+                "were event types changed without defaults for new fields?"
+            )
+            raise CorruptLog(log.directory, 0, reason) from exc
+        for event in decoded:
+            state = apply(state, event)
+        events += len(decoded)
+        records += 1
+        if progress is not None and records % _PROGRESS_EVERY == 0:
+            progress(name, records, total)
+    actor._esa_state = state
+    counters.records_replayed = records
+    counters.events_replayed = events
+    if progress is not None:
+        progress(name, records, total)
+    logger.debug("%s: replayed %d events from %d records", name, events, records)
+
+
+class ActorHost(pykka.ThreadingActor):
+    """Runs one EventSourcedActor's commands in its own thread and persists their events."""
+
+    def __init__(
+        self,
+        name: str,
+        actor: EventSourcedActor[Any],
+        log: SegmentedLog,
+        codec: EventCodec,
+        counters: Counters,
+    ) -> None:
+        super().__init__()
+        self._name = name
+        self._actor = actor
+        self._log = log
+        self._codec = codec
+        self._counters = counters
+        self._payloads: list[bytes] = []
+        self._replies: list[tuple[pykka.Future[Any], Any]] = []
+        self._group_events = 0
+        self._durable_state: Any = actor.state
+        self._failure: BaseException | None = None
+        self._closed = False
+
+    def on_receive(self, message: Any) -> None:
+        """Run a command; flush the group when nothing else is waiting. Actor thread."""
+        try:
+            if type(message) is Command:
+                self._run(message)
+            else:
+                logger.warning("%s ignored an unexpected message: %r", self._name, message)
+            if self._replies and self.actor_inbox.empty():
+                self._flush()
+        except Exception:
+            # A bug here must not leave callers hanging: fail the group, keep serving reads.
+            logger.exception("%s: internal error; failing the open group", self._name)
+            self._fail_group(sys.exc_info()[1] or RuntimeError("internal error"))
+
+    def on_stop(self) -> None:
+        """Flush the open group, close the log, fail anything still queued. Actor thread."""
+        self._shut_down()
+
+    def on_failure(self, *_exc_info: object) -> None:
+        """Same clean-up as :meth:`on_stop` when the actor dies of an unexpected error."""
+        self._shut_down()
+
+    def _run(self, command: Command) -> None:
+        future = command.future
+        counters = self._counters
+        counters.commands += 1
+        if self._closed:
+            future.set_exception(_exc_info(ActorStopped(f"actor {self._name!r} is stopped")))
+            return
+        if self._failure is not None:
+            future.set_exception(_exc_info(self._refusal()))
+            return
+        actor = self._actor
+        before = actor._esa_state
+        emitted: list[Any] = []
+        actor._esa_emitted = emitted
+        try:
+            result = getattr(actor, command.name)(*command.args, **command.kwargs)
+            payload = self._encode(emitted) if emitted else None
+        except Exception as exc:
+            actor._esa_state = before
+            future.set_exception((type(exc), exc, exc.__traceback__))
+            return
+        finally:
+            actor._esa_emitted = None
+        if payload is None and not self._replies:
+            future.set(result)  # observed only durable state: answer now
+            return
+        if payload is not None:
+            self._payloads.append(payload)
+            self._group_events += len(emitted)
+        self._replies.append((future, result))
+
+    def _encode(self, events: list[Any]) -> bytes:
+        try:
+            return self._codec.encode(events)
+        except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
+            msg = f"{self._name}: cannot encode the events of this command: {exc}"
+            raise InvalidValue(msg) from exc
+
+    def _flush(self) -> None:
+        payloads, replies = self._payloads, self._replies
+        self._payloads, self._replies = [], []
+        counters = self._counters
+        if payloads:
+            try:
+                self._log.append_batch(payloads)
+            except Exception as exc:
+                self._failure = exc
+                counters.failed = True
+                self._actor._esa_state = self._durable_state
+                logger.warning("%s: write failed; refusing writes until reopened", self._name)
+                error = _exc_info(self._refusal())
+                for future, _ in replies:
+                    future.set_exception(error)
+                return
+            counters.records += len(payloads)
+            counters.events += self._group_events
+            counters.groups += 1
+            self._group_events = 0
+            self._durable_state = self._actor.state
+        counters.largest_group = max(counters.largest_group, len(replies))
+        for future, result in replies:
+            future.set(result)
+
+    def _fail_group(self, exc: BaseException) -> None:
+        error = _exc_info(exc)
+        for future, _ in self._replies:
+            future.set_exception(error)
+        self._payloads, self._replies, self._group_events = [], [], 0
+        self._actor._esa_state = self._durable_state
+
+    def _refusal(self) -> WriteFailed:
+        error = WriteFailed(
+            f"actor {self._name!r} refuses commands after a failed write ({self._failure}); "
+            "stop and spawn it again (reopening the store) to recover from its log"
+        )
+        error.__cause__ = self._failure
+        return error
+
+    def _shut_down(self) -> None:
+        if self._closed:
+            return
+        try:
+            if self._replies:
+                self._flush()
+        finally:
+            self._closed = True
+            self._log.close()
+            stopped = _exc_info(ActorStopped(f"actor {self._name!r} stopped before running this"))
+            inbox = self.actor_inbox
+            while not inbox.empty():
+                message = inbox.get().message
+                if type(message) is Command:
+                    message.future.set_exception(stopped)
+
+
+def _exc_info(exc: BaseException) -> tuple[type[BaseException], BaseException, Any]:
+    return (type(exc), exc, exc.__traceback__)
