@@ -151,7 +151,9 @@ class ActorHost(pykka.ThreadingActor):
         self._codec = codec
         self._counters = counters
         self._payloads: list[bytes] = []
-        self._replies: list[tuple[pykka.Future[Any], Any]] = []
+        # (future, result or exc_info, whether it is an error): answered when the group is
+        # durable, errors included, since a refusal may rest on state not yet durable.
+        self._replies: list[tuple[pykka.Future[Any], Any, bool]] = []
         self._group_events = 0
         self._durable_state: Any = actor.state
         self._failure: BaseException | None = None
@@ -198,17 +200,20 @@ class ActorHost(pykka.ThreadingActor):
             payload = self._encode(emitted) if emitted else None
         except Exception as exc:
             actor._esa_state = before
-            future.set_exception((type(exc), exc, exc.__traceback__))
+            if self._replies:
+                self._replies.append((future, _exc_info(exc), True))
+            else:
+                future.set_exception(_exc_info(exc))  # it saw only durable state
             return
         finally:
             actor._esa_emitted = None
         if payload is None and not self._replies:
-            future.set(result)  # observed only durable state: answer now
+            future.set(result)  # it saw only durable state: answer now
             return
         if payload is not None:
             self._payloads.append(payload)
             self._group_events += len(emitted)
-        self._replies.append((future, result))
+        self._replies.append((future, result, False))
 
     def _encode(self, events: list[Any]) -> bytes:
         try:
@@ -230,7 +235,7 @@ class ActorHost(pykka.ThreadingActor):
                 self._actor._esa_state = self._durable_state
                 logger.warning("%s: write failed; refusing writes until reopened", self._name)
                 error = _exc_info(self._refusal())
-                for future, _ in replies:
+                for future, _, _ in replies:
                     future.set_exception(error)
                 return
             counters.records += len(payloads)
@@ -239,12 +244,15 @@ class ActorHost(pykka.ThreadingActor):
             self._group_events = 0
             self._durable_state = self._actor.state
         counters.largest_group = max(counters.largest_group, len(replies))
-        for future, result in replies:
-            future.set(result)
+        for future, outcome, is_error in replies:
+            if is_error:
+                future.set_exception(outcome)
+            else:
+                future.set(outcome)
 
     def _fail_group(self, exc: BaseException) -> None:
         error = _exc_info(exc)
-        for future, _ in self._replies:
+        for future, _, _ in self._replies:
             future.set_exception(error)
         self._payloads, self._replies, self._group_events = [], [], 0
         self._actor._esa_state = self._durable_state

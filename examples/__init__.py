@@ -1,0 +1,1 @@
+"""Example actors built on actorkv's EventSourcedActor (exercised by the test suite)."""
