@@ -12,14 +12,24 @@ Threads: every method of an actor runs in the actor's own thread, one command at
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar, Generic, TypeVar
-
-from storage.errors import InvalidValue
 
 S = TypeVar("S")
 
 # Names on the base class that are not commands, even though they are public.
-FRAMEWORK_NAMES = frozenset({"initial_state", "apply", "emit", "state", "event_types"})
+FRAMEWORK_NAMES = frozenset(
+    {
+        "apply",
+        "emit",
+        "event_types",
+        "initial_state",
+        "on_persisted",
+        "on_write_failed",
+        "record_seq",
+        "state",
+    }
+)
 
 
 class EventSourcedActor(Generic[S]):
@@ -50,8 +60,9 @@ class EventSourcedActor(Generic[S]):
 
     # Set by the framework: the current state, and the events of the running command.
     _esa_state: S
-    _esa_emitted: list[Any] | None = None
-    _esa_event_types: tuple[type, ...] = ()
+    _esa_emitted: list[bytes] | None = None
+    _esa_encode: Callable[[Any], bytes]
+    _esa_seq: int = 0
 
     def initial_state(self) -> S:
         """Return the state before any event. Called once per spawn, before replay."""
@@ -71,32 +82,55 @@ class EventSourcedActor(Generic[S]):
         """The current state, including every event emitted so far (durable or not yet)."""
         return self._esa_state
 
+    @property
+    def record_seq(self) -> int:
+        """Sequence number of the log record being built (command) or applied (apply).
+
+        Valid in commands and in :meth:`apply`, live and on replay: a deterministic input
+        that ``apply`` may use.
+        """
+        return self._esa_seq
+
     def emit(self, *events: Any) -> None:
         """Record ``events`` as this command's outcome and apply them to the state now.
 
-        The events of one command are written as one record after the command returns; if
-        the command raises, none of them is written and the state is rolled back.
+        Every event is checked and encoded before any is applied, so a bad event changes
+        nothing. The events of one command are written as one record after the command
+        returns; if the command raises, none of them is written and the state is rolled back
+        to the object it was before the command (see :meth:`apply`).
 
         Raises:
             RuntimeError: Called outside a command.
-            InvalidValue: An event is not one of this actor's event types.
+            InvalidValue: An event is not one of this actor's event types, or cannot be
+                encoded.
         """
         emitted = self._esa_emitted
         if emitted is None:
             msg = "emit() can only be called from a command running in the actor"
             raise RuntimeError(msg)
+        encoded = [self._esa_encode(event) for event in events]
         apply = self.apply
         state = self._esa_state
         for event in events:
-            if not isinstance(event, self._esa_event_types):
-                names = ", ".join(t.__name__ for t in self._esa_event_types)
-                msg = (
-                    f"{type(self).__name__} cannot emit {type(event).__name__}: not one of {names}"
-                )
-                raise InvalidValue(msg)
             state = apply(state, event)
-            emitted.append(event)
         self._esa_state = state
+        emitted.extend(encoded)
+
+    def on_persisted(self) -> None:
+        """Hook: the events emitted so far are durable. Actor thread.
+
+        Called after each group write succeeds, before its callers are answered, and once
+        after replay. The default does nothing; an actor that publishes state to other
+        threads (the key space's read view) does it here.
+        """
+
+    def on_write_failed(self) -> None:
+        """Hook: a group write failed; its events are not durable. Actor thread.
+
+        The framework restores the last durable state object before calling this; an actor
+        that keeps state outside ``state`` discards its undurable part here. The actor then
+        refuses commands until it is spawned again.
+        """
 
 
 def command_names(actor_class: type) -> frozenset[str]:

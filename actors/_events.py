@@ -9,28 +9,59 @@ from __future__ import annotations
 
 import inspect
 import typing
-from dataclasses import dataclass
 from typing import Any, Final
 
 import msgspec
 
+from storage.errors import InvalidValue
+
 _ENCODER: Final = msgspec.msgpack.Encoder()
 
 
-@dataclass(frozen=True, slots=True)
 class EventCodec:
-    """Encodes the events of one command to one record payload, and back."""
+    """Encodes events one by one (to check them early) and joins a command's into a record."""
 
-    types: tuple[type[msgspec.Struct], ...]
-    decoder: msgspec.msgpack.Decoder[list[Any]]
+    __slots__ = ("actor_name", "decoder", "types")
 
-    def encode(self, events: list[Any]) -> bytes:
-        """Encode a command's events (already checked to be of ``types``)."""
-        return _ENCODER.encode(events)
+    def __init__(
+        self, actor_name: str, types: tuple[type[msgspec.Struct], ...], decoder: Any
+    ) -> None:
+        self.actor_name = actor_name
+        self.types = types
+        self.decoder: msgspec.msgpack.Decoder[list[Any]] = decoder
+
+    def encode_one(self, event: Any) -> bytes:
+        """Encode one event, checking that it is one of this actor's event types.
+
+        Raises:
+            InvalidValue: Not an event type of this actor, or a field cannot be encoded.
+        """
+        if not isinstance(event, self.types):
+            names = ", ".join(t.__name__ for t in self.types)
+            msg = f"{self.actor_name} cannot emit {type(event).__name__}: not one of {names}"
+            raise InvalidValue(msg)
+        try:
+            return _ENCODER.encode(event)
+        except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
+            msg = f"{self.actor_name}: cannot encode {type(event).__name__}: {exc}"
+            raise InvalidValue(msg) from exc
+
+    @staticmethod
+    def join(encoded: list[bytes]) -> bytes:
+        """One record payload: a MessagePack array of the already encoded events."""
+        return _array_header(len(encoded)) + b"".join(encoded)
 
     def decode(self, payload: bytes) -> list[Any]:
         """Decode one record payload into its events."""
         return self.decoder.decode(payload)
+
+
+def _array_header(length: int) -> bytes:
+    if length < 16:  # MessagePack fixarray
+        return bytes((0x90 | length,))
+    if length < 1 << 16:
+        return b"\xdc" + length.to_bytes(2, "big")
+    return b"\xdd" + length.to_bytes(4, "big")
 
 
 def event_codec_for(actor_class: type) -> EventCodec:
@@ -61,7 +92,7 @@ def event_codec_for(actor_class: type) -> EventCodec:
     except TypeError as exc:
         msg = f"{name}: its event types cannot be decoded as one union: {exc}"
         raise TypeError(msg) from exc
-    return EventCodec(types, decoder)
+    return EventCodec(name, types, decoder)
 
 
 def _event_types(actor_class: type) -> tuple[Any, ...]:

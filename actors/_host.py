@@ -28,7 +28,7 @@ import pykka
 from actors._actor import EventSourcedActor
 from actors._events import EventCodec
 from storage import SegmentedLog
-from storage.errors import ActorStopped, CorruptLog, InvalidValue, WriteFailed
+from storage.errors import ActorStopped, CorruptLog, WriteFailed
 
 logger = logging.getLogger("actorkv.actors")
 
@@ -111,6 +111,7 @@ def replay(
     state = actor.initial_state()
     records = events = 0
     for seq, payload in log.read():
+        actor._esa_seq = seq
         try:
             decoded = decode(payload)
         except msgspec.DecodeError as exc:
@@ -126,6 +127,7 @@ def replay(
         if progress is not None and records % _PROGRESS_EVERY == 0:
             progress(name, records, total)
     actor._esa_state = state
+    actor.on_persisted()
     counters.records_replayed = records
     counters.events_replayed = events
     if progress is not None:
@@ -193,11 +195,11 @@ class ActorHost(pykka.ThreadingActor):
             return
         actor = self._actor
         before = actor._esa_state
-        emitted: list[Any] = []
+        emitted: list[bytes] = []
         actor._esa_emitted = emitted
+        actor._esa_seq = self._log.last_seq + len(self._payloads) + 1
         try:
             result = getattr(actor, command.name)(*command.args, **command.kwargs)
-            payload = self._encode(emitted) if emitted else None
         except Exception as exc:
             actor._esa_state = before
             if self._replies:
@@ -207,20 +209,13 @@ class ActorHost(pykka.ThreadingActor):
             return
         finally:
             actor._esa_emitted = None
-        if payload is None and not self._replies:
+        if not emitted and not self._replies:
             future.set(result)  # it saw only durable state: answer now
             return
-        if payload is not None:
-            self._payloads.append(payload)
+        if emitted:
+            self._payloads.append(self._codec.join(emitted))
             self._group_events += len(emitted)
         self._replies.append((future, result, False))
-
-    def _encode(self, events: list[Any]) -> bytes:
-        try:
-            return self._codec.encode(events)
-        except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
-            msg = f"{self._name}: cannot encode the events of this command: {exc}"
-            raise InvalidValue(msg) from exc
 
     def _flush(self) -> None:
         payloads, replies = self._payloads, self._replies
@@ -233,6 +228,7 @@ class ActorHost(pykka.ThreadingActor):
                 self._failure = exc
                 counters.failed = True
                 self._actor._esa_state = self._durable_state
+                self._actor.on_write_failed()
                 logger.warning("%s: write failed; refusing writes until reopened", self._name)
                 error = _exc_info(self._refusal())
                 for future, _, _ in replies:
@@ -243,6 +239,7 @@ class ActorHost(pykka.ThreadingActor):
             counters.groups += 1
             self._group_events = 0
             self._durable_state = self._actor.state
+            self._actor.on_persisted()
         counters.largest_group = max(counters.largest_group, len(replies))
         for future, outcome, is_error in replies:
             if is_error:
@@ -256,6 +253,7 @@ class ActorHost(pykka.ThreadingActor):
             future.set_exception(error)
         self._payloads, self._replies, self._group_events = [], [], 0
         self._actor._esa_state = self._durable_state
+        self._actor.on_write_failed()
 
     def _refusal(self) -> WriteFailed:
         error = WriteFailed(

@@ -111,7 +111,7 @@ class Store:
         codec = event_codec_for(actor_class)
         commands = command_names(actor_class)
         actor = actor_class(*args, **kwargs)
-        actor._esa_event_types = codec.types
+        actor._esa_encode = codec.encode_one
         options = self.options
         log = SegmentedLog.open(
             self.path / ACTORS_DIR / name,
