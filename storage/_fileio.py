@@ -20,6 +20,7 @@ __all__ = [
     "remove",
     "rename",
     "truncate",
+    "unused_name",
     "write_all",
 ]
 
@@ -79,3 +80,16 @@ def rename(src: Path, dst: Path) -> None:
 def remove(path: Path) -> None:
     """Delete a file (the caller fsyncs the directory)."""
     path.unlink()
+
+
+def unused_name(path: Path) -> Path:
+    """``path``, or ``path.1``, ``path.2``, ... whichever does not exist yet.
+
+    Side files and backups never overwrite an earlier one: it may hold the only copy.
+    """
+    candidate = path
+    serial = 1
+    while candidate.exists():
+        candidate = path.with_name(f"{path.name}.{serial}")
+        serial += 1
+    return candidate

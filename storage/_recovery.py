@@ -14,7 +14,7 @@ from pathlib import Path
 
 from storage import _fileio
 from storage._format import CUT_SUFFIX, TMP_SUFFIX, parse_segment_name
-from storage._segment import create_segment, find_record, read_header, scan_to_end
+from storage._segment import create_segment, find_later_record, read_header, scan_to_end
 from storage.errors import CorruptLog
 
 logger = logging.getLogger("actorkv.storage")
@@ -127,9 +127,9 @@ def recover(directory: Path) -> RecoveredLog:
         last_seq = first_of_group - 1
     reason = end.problem or "the final group of records is incomplete"
     if end.problem is not None:
-        # A torn write leaves nothing valid behind it; an intact next record means the
+        # A torn write leaves nothing valid behind it; an intact later record means the
         # damage is in the middle of the log.
-        later = find_record(newest.path, end.offset + 1, end.next_seq + 1)
+        later = find_later_record(newest.path, end.offset + 1, end.next_seq)
         if later is not None:
             raise CorruptLog(
                 newest.path, end.offset, f"{end.problem}, yet a later record is intact"
@@ -140,11 +140,7 @@ def recover(directory: Path) -> RecoveredLog:
 
 def _cut_tail(path: Path, offset: int, size: int, reason: str) -> TailCut:
     """Keep ``path[offset:]`` in a side file, then truncate ``path`` at ``offset``."""
-    side_file = path.with_name(f"{path.name}{CUT_SUFFIX}{offset}")
-    serial = 1
-    while side_file.exists():  # an earlier cut at the same offset: keep both
-        side_file = path.with_name(f"{path.name}{CUT_SUFFIX}{offset}.{serial}")
-        serial += 1
+    side_file = _fileio.unused_name(path.with_name(f"{path.name}{CUT_SUFFIX}{offset}"))
     with path.open("rb") as source:
         source.seek(offset)
         torn = source.read()

@@ -17,6 +17,7 @@ from typing import NamedTuple
 from storage import _fileio
 from storage._format import (
     FORMAT_VERSION,
+    RECORD_HEADER_SIZE,
     RECORD_SEQ_OFFSET,
     SEGMENT_HEADER_BODY,
     SEGMENT_HEADER_CRC,
@@ -149,7 +150,7 @@ def scan_segment(
                 yield records
             pos, next_seq, group_start = stop.pos, stop.next_seq, stop.group_start
             if stop.problem is not None or next_seq > max_seq or not chunk:
-                size = buf_offset + len(buf)
+                size = os.fstat(file.fileno()).st_size  # the scan may stop before the end
                 problem = stop.problem
                 if problem is None and not chunk and pos < len(buf):
                     problem = f"incomplete record ({len(buf) - pos} bytes at end of file)"
@@ -167,20 +168,27 @@ def scan_to_end(path: Path, base_seq: int) -> ScanEnd:
             return end
 
 
-def find_record(path: Path, from_offset: int, seq: int) -> int | None:
-    """Offset of a valid record numbered ``seq`` at or after ``from_offset``, or None.
+def find_later_record(path: Path, from_offset: int, after_seq: int) -> int | None:
+    """Offset of an intact record numbered above ``after_seq`` at or after ``from_offset``.
 
-    Used after a bad record at the end of the newest segment: if the record that should
-    follow it is intact further on, the damage is in the middle of the log, not a torn tail.
+    Used after a bad record E at the end of the newest segment: if any record after it is
+    intact, the damage is in the middle of the log, not a torn tail. Candidates are found by
+    searching for the upper seven bytes of the sequence numbers E + 1 onwards, so records up
+    to at least 256 places after the damage are recognised; each candidate's CRC is checked.
     """
     with path.open("rb") as file:
         file.seek(from_offset)
         tail = file.read()
-    needle = seq.to_bytes(8, "little")
-    hit = tail.find(needle)
-    while hit != -1:
-        start = hit - RECORD_SEQ_OFFSET
-        if record_is_valid_at(tail, start, seq):
-            return from_offset + start
-        hit = tail.find(needle, hit + 1)
+    first = after_seq + 1
+    highest = after_seq + len(tail) // RECORD_HEADER_SIZE
+    for high in range(first >> 8, (highest >> 8) + 1)[:2]:
+        needle = high.to_bytes(7, "little")
+        hit = tail.find(needle)
+        while hit != -1:
+            start = hit - 1 - RECORD_SEQ_OFFSET
+            if start >= 0:
+                seq = int.from_bytes(tail[start + RECORD_SEQ_OFFSET : hit + 7], "little")
+                if first <= seq <= highest and record_is_valid_at(tail, start, seq):
+                    return from_offset + start
+            hit = tail.find(needle, hit + 1)
     return None

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Self
+from typing import TYPE_CHECKING, Literal
 
 from storage import _fileio
 from storage._format import DEFAULT_SEGMENT_BYTES, MIN_SEGMENT_BYTES, SEGMENT_HEADER_SIZE
@@ -30,6 +30,9 @@ from storage._lock import DirectoryLock
 from storage._recovery import Segment, TailCut, recover
 from storage._segment import create_segment, scan_segment
 from storage.errors import CorruptLog, InvalidOption, KeyspaceClosed, WriteFailed
+
+if TYPE_CHECKING:  # Python 3.10 has no typing.Self
+    from typing_extensions import Self
 
 __all__ = ["FsyncPolicy", "LogOptions", "SegmentedLog"]
 
@@ -384,10 +387,12 @@ class SegmentedLog:
         """Seal the active segment and start a new one at ``last_seq + 1``."""
         active = self._segments[-1]
         try:
-            if self._synced != self._appended:
-                _fileio.fsync(self._fd)
-                self._synced = self._appended
-                self.fsyncs += 1
+            # Always, even under fsync="never" and even if this handle wrote nothing: an
+            # earlier handle's unsynced tail could otherwise vanish in a power loss while
+            # the next segment survives, leaving a hole in the middle of the log.
+            _fileio.fsync(self._fd)
+            self._synced = self._appended
+            self.fsyncs += 1
             path = create_segment(self.directory, self._last_seq + 1, active.base_seq)
             fd = _fileio.open_append(path)
         except OSError as exc:

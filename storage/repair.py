@@ -139,7 +139,7 @@ def _cut(
     doomed = segments[index:] if offset is None else segments[index + 1 :]
     if offset is not None:
         damaged = segments[index].path
-        backup = damaged.with_name(damaged.name + BROKEN_SUFFIX)
+        backup = _fileio.unused_name(damaged.with_name(damaged.name + BROKEN_SUFFIX))
         shutil.copyfile(damaged, backup)
         _fsync_file(backup)
         backups.append(backup)
@@ -151,7 +151,7 @@ def _cut(
         finally:
             os.close(fd)
     for segment in doomed:
-        backup = segment.path.with_name(segment.path.name + BROKEN_SUFFIX)
+        backup = _fileio.unused_name(segment.path.with_name(segment.path.name + BROKEN_SUFFIX))
         bytes_cut += segment.path.stat().st_size
         _fileio.rename(segment.path, backup)
         backups.append(backup)
