@@ -7,6 +7,7 @@ an application needs.
 from actors._actor import EventSourcedActor
 from actors._handle import ActorHandle
 from actors._host import ActorStats
+from actors._keyspace import Entry, KeySpace, KeySpaceOptions, Receipt, WriteBatch
 from actors._store import Store
 from storage.errors import (
     ActorKVError,
@@ -29,15 +30,20 @@ __all__ = [
     "ActorStats",
     "ActorStopped",
     "CorruptLog",
+    "Entry",
     "EventSourcedActor",
     "InvalidInput",
     "InvalidKey",
     "InvalidName",
     "InvalidOption",
     "InvalidValue",
+    "KeySpace",
+    "KeySpaceOptions",
     "KeyspaceClosed",
+    "Receipt",
     "Store",
     "StoreLocked",
     "VersionConflict",
+    "WriteBatch",
     "WriteFailed",
 ]

@@ -50,25 +50,32 @@ class ActorHandle(Generic[A]):
             known = ", ".join(sorted(self._commands)) or "none"
             msg = f"{self.actor_class.__name__} has no command {name!r} (commands: {known})"
             raise AttributeError(msg)
-        tell = self._ref.tell
-        gate = self._gate
+        enqueue = self.enqueue
 
         def send(*args: Any, **kwargs: Any) -> pykka.Future[Any]:
             future: pykka.Future[Any] = pykka.ThreadingFuture()
-            with gate:
-                if self._stopped:
-                    msg = f"actor {self.name!r} is stopped; spawn it again"
-                    raise ActorStopped(msg)
-                try:
-                    tell(Command(name, args, kwargs, future))
-                except pykka.ActorDeadError as exc:
-                    msg = f"actor {self.name!r} has stopped: {exc}"
-                    raise ActorStopped(msg) from exc
+            enqueue(Command(name, args, kwargs, future))
             return future
 
         send.__name__ = name
         self.__dict__[name] = send
         return send
+
+    def enqueue(self, command: Command) -> None:
+        """Queue a command whose future the caller made (to bridge to asyncio, say).
+
+        Raises:
+            ActorStopped: The actor is stopped or stopping.
+        """
+        with self._gate:
+            if self._stopped:
+                msg = f"actor {self.name!r} is stopped; spawn it again"
+                raise ActorStopped(msg)
+            try:
+                self._ref.tell(command)
+            except pykka.ActorDeadError as exc:
+                msg = f"actor {self.name!r} has stopped: {exc}"
+                raise ActorStopped(msg) from exc
 
     def stats(self) -> ActorStats:
         """A snapshot of the actor's counters. Thread-safe, no round trip."""

@@ -124,8 +124,12 @@ def replay(
             state = apply(state, event)
         events += len(decoded)
         records += 1
-        if progress is not None and records % _PROGRESS_EVERY == 0:
-            progress(name, records, total)
+        if records % _PROGRESS_EVERY == 0:
+            # Publish as we go: an actor with a pending layer (the key space) keeps it small.
+            actor._esa_state = state
+            actor.on_persisted()
+            if progress is not None:
+                progress(name, records, total)
     actor._esa_state = state
     actor.on_persisted()
     counters.records_replayed = records

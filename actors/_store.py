@@ -1,30 +1,41 @@
-"""The Store: one data directory, locked, holding the logs of every actor spawned in it.
+"""The Store: one data directory, locked, holding the logs of its key spaces and actors.
 
-Layout: ``PATH/LOCK`` and one log directory per actor, ``PATH/actors/NAME/``.
+Layout: ``PATH/LOCK``, one log directory per key space, ``PATH/keyspaces/NAME/``, and one
+per custom actor, ``PATH/actors/NAME/``.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from actors._actor import EventSourcedActor, command_names
 from actors._events import event_codec_for
 from actors._handle import ActorHandle
 from actors._host import ActorHost, Counters, ReplayProgress, replay
+from actors._keyspace import KeySpace, KeySpaceOptions
+from actors._keyspace_actor import KeySpaceActor
 from actors._names import check_name
 from storage import DEFAULT_SEGMENT_BYTES, DirectoryLock, LogOptions, SegmentedLog
-from storage.errors import InvalidName, KeyspaceClosed
+from storage._fileio import fsync_dir as fsync_directory
+from storage.errors import ActorStopped, InvalidName, InvalidOption, KeyspaceClosed
 from storage.log import FsyncPolicy
+
+if TYPE_CHECKING:  # Python 3.10 has no typing.Self
+    from typing_extensions import Self
 
 __all__ = ["Store"]
 
 A = TypeVar("A", bound=EventSourcedActor[Any])
 
 ACTORS_DIR = "actors"
+KEYSPACES_DIR = "keyspaces"
 
 
 class Store:
@@ -36,6 +47,8 @@ class Store:
         options: LogOptions,
         lock: DirectoryLock,
         progress: ReplayProgress | None,
+        clock: Callable[[], float],
+        sweep_interval: float,
     ) -> None:
         """Wrap a locked directory; use :meth:`open` instead."""
         self.path = path
@@ -43,8 +56,13 @@ class Store:
         self._lock = lock
         self._progress = progress
         self._handles: dict[str, ActorHandle[Any]] = {}
-        self._mutex = threading.Lock()
+        self._keyspaces: dict[str, KeySpace] = {}
+        self._mutex = threading.RLock()
         self._closed = False
+        self._clock = clock
+        self._sweep_interval = sweep_interval
+        self._sweeper: threading.Thread | None = None
+        self._stop_sweeper = threading.Event()
 
     @classmethod
     def open(
@@ -55,6 +73,8 @@ class Store:
         fsync_interval: float = 0.1,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
         on_replay: ReplayProgress | None = None,
+        clock: Callable[[], float] = time.time,
+        sweep_interval: float = 1.0,
     ) -> Store:
         """Open (creating if needed) the store in directory ``path`` and lock it.
 
@@ -65,16 +85,26 @@ class Store:
             segment_bytes: Size at which logs roll to a new segment.
             on_replay: Called as ``on_replay(name, records_done, records_total)`` while an
                 actor replays its log (for progress bars).
+            clock: Seconds since the epoch, for TTLs (injectable for tests).
+            sweep_interval: Seconds between sweeps that record the expiry of keys past
+                their TTL (expired keys are invisible to reads at once either way).
 
         Raises:
             InvalidOption: An option is out of range.
             StoreLocked: Another handle, in this or another process, has the store open.
         """
         options = LogOptions(segment_bytes, fsync, fsync_interval)
+        if (
+            isinstance(sweep_interval, bool)
+            or not isinstance(sweep_interval, int | float)
+            or not 0 < sweep_interval <= 3600
+        ):
+            msg = f"sweep_interval={sweep_interval!r} must be a number of seconds in (0, 3600]"
+            raise InvalidOption(msg)
         directory = Path(path)
         directory.mkdir(parents=True, exist_ok=True)
         lock = DirectoryLock.acquire(directory)
-        return cls(directory, options, lock, on_replay)
+        return cls(directory, options, lock, on_replay, clock, sweep_interval)
 
     def spawn(
         self, name: str, actor_class: type[A], /, *args: Any, **kwargs: Any
@@ -101,32 +131,127 @@ class Store:
                     msg = f"actor {name!r} is running as {running.actor_class.__name__}"
                     raise InvalidName(msg)
                 return running
-            handle = self._start(name, actor_class, args, kwargs)
+            handle, _ = self._start(self.path / ACTORS_DIR / name, actor_class, args, kwargs)
             self._handles[name] = handle
             return handle
 
+    def keyspace(
+        self,
+        name: str,
+        *,
+        key_type: type = str,
+        value_type: Any = None,
+        max_key_bytes: int = 1024,
+        max_value_bytes: int = 16 * 1024 * 1024,
+    ) -> KeySpace:
+        """Open the key space ``name``, creating it if new and recovering it from its log.
+
+        Opening an open key space returns the same handle (its options must match).
+
+        Args:
+            name: 1 to 128 of ``[A-Za-z0-9._-]``, starting with a letter or digit.
+            key_type: ``str`` (default) or ``bytes``.
+            value_type: Validate values on put and decode them on get as this type.
+            max_key_bytes: Longest key in bytes (UTF-8 for str keys).
+            max_value_bytes: Largest encoded value in bytes.
+
+        Raises:
+            InvalidName: A bad name. InvalidOption: A bad option, or options that differ
+                from the open key space's. CorruptLog: Its log is damaged.
+        """
+        check_name(name, "key space")
+        options = KeySpaceOptions(key_type, value_type, max_key_bytes, max_value_bytes)
+        with self._mutex:
+            self._check_open()
+            running = self._keyspaces.get(name)
+            if running is not None and running._actor.alive:
+                if running.options != options:
+                    msg = f"key space {name!r} is open with other options: {running.options}"
+                    raise InvalidOption(msg)
+                return running
+            handle, actor = self._start(
+                self.path / KEYSPACES_DIR / name, KeySpaceActor, (self._clock,), {}
+            )
+            keyspace = KeySpace(name, handle, actor.state, options)
+            self._keyspaces[name] = keyspace
+            self._start_sweeper()
+            return keyspace
+
+    def keyspaces(self) -> list[str]:
+        """Names of every key space in the store (open or not), sorted."""
+        folder = self.path / KEYSPACES_DIR
+        if not folder.is_dir():
+            return []
+        return sorted(entry.name for entry in folder.iterdir() if entry.is_dir())
+
+    def drop_keyspace(self, name: str) -> bool:
+        """Stop the key space ``name`` if open and delete its log; returns whether it existed.
+
+        The directory is renamed away and the store directory fsynced before the files are
+        deleted, so a crash midway never leaves a half-deleted key space under its name.
+        """
+        check_name(name, "key space")
+        with self._mutex:
+            self._check_open()
+            running = self._keyspaces.pop(name, None)
+            if running is not None:
+                running._actor.stop()
+            folder = self.path / KEYSPACES_DIR / name
+            if not folder.exists():
+                return False
+            doomed = folder.with_name(f".dropped-{name}-{os.getpid()}-{time.monotonic_ns()}")
+            folder.rename(doomed)
+            fsync_directory(folder.parent)
+            shutil.rmtree(doomed)
+            return True
+
     def _start(
-        self, name: str, actor_class: type[A], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> ActorHandle[A]:
+        self,
+        directory: Path,
+        actor_class: type[A],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> tuple[ActorHandle[A], A]:
         codec = event_codec_for(actor_class)
         commands = command_names(actor_class)
         actor = actor_class(*args, **kwargs)
         actor._esa_encode = codec.encode_one
         options = self.options
         log = SegmentedLog.open(
-            self.path / ACTORS_DIR / name,
+            directory,
             segment_bytes=options.segment_bytes,
             fsync=options.fsync,
             fsync_interval=options.fsync_interval,
         )
         counters = Counters()
+        name = directory.name
         try:
             replay(name, actor, log, codec, counters, self._progress)
             ref = ActorHost.start(name, actor, log, codec, counters)
         except BaseException:
             log.close()
             raise
-        return ActorHandle(name, actor_class, ref, commands, counters, log)
+        return ActorHandle(name, actor_class, ref, commands, counters, log), actor
+
+    def _start_sweeper(self) -> None:
+        if self._sweeper is None:
+            self._sweeper = threading.Thread(
+                target=self._sweep_periodically, name=f"actorkv-sweep:{self.path}", daemon=True
+            )
+            self._sweeper.start()
+
+    def _sweep_periodically(self) -> None:
+        """Ask each key space with expired keys to record their expiry. Own daemon thread."""
+        while not self._stop_sweeper.wait(self._sweep_interval):
+            with self._mutex:
+                keyspaces = list(self._keyspaces.values())
+            now = self._clock()
+            for keyspace in keyspaces:
+                if keyspace._state.has_expired(now):
+                    try:
+                        keyspace._actor.sweep()  # fire and forget: the next tick retries
+                    except ActorStopped:
+                        continue
 
     def close(self) -> None:
         """Stop every actor (answering queued commands, syncing logs), then unlock.
@@ -138,6 +263,10 @@ class Store:
                 return
             self._closed = True
             handles = list(self._handles.values())
+            handles += [keyspace._actor for keyspace in self._keyspaces.values()]
+        self._stop_sweeper.set()
+        if self._sweeper is not None:
+            self._sweeper.join()
         try:
             for handle in handles:
                 handle.stop()
@@ -163,4 +292,7 @@ class Store:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<Store {self.path} actors={sorted(self._handles)} fsync={self.options.fsync}>"
+        return (
+            f"<Store {self.path} keyspaces={sorted(self._keyspaces)} "
+            f"actors={sorted(self._handles)} fsync={self.options.fsync}>"
+        )

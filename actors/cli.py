@@ -14,14 +14,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from storage import SegmentedLog
-from storage.codec import Batch, Delete, Put, decode_event, encode_event
+from storage.codec import Batch, Delete, Put, decode_event, decode_value, encode_event, encode_value
 
 
 def demo(directory: Path, count: int) -> int:
     """Write ``count`` puts and one batch durably, reopen, replay and check them."""
     print(f"actorkv demo: log in {directory}")
-    events = [Put(f"user:{i:05d}", {"n": i, "name": f"user {i}"}) for i in range(count)]
-    batch = Batch((Delete("user:00000"), Put("user:00001", {"n": -1})), time.time())
+    events = [
+        Put(f"user:{i:05d}", encode_value({"n": i, "name": f"user {i}"})) for i in range(count)
+    ]
+    batch = Batch((Delete("user:00000"), Put("user:00001", encode_value({"n": -1}))), time.time())
     started = time.perf_counter()
     with SegmentedLog.open(directory, fsync="always") as log:
         last = log.append_batch([encode_event(event) for event in events])
@@ -40,7 +42,7 @@ def demo(directory: Path, count: int) -> int:
         for change in event.events if isinstance(event, Batch) else (event,):
             match change:
                 case Put(key=key, value=value):
-                    state[key] = value
+                    state[key] = decode_value(value)
                 case Delete(key=key):
                     state.pop(key, None)
     expected = count - 1

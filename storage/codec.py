@@ -23,20 +23,27 @@ __all__ = [
     "ENCODER",
     "Batch",
     "Delete",
+    "Expired",
     "KVEvent",
     "Put",
     "decode_event",
+    "decode_value",
     "encode_event",
+    "encode_value",
 ]
 
 
 class Put(msgspec.Struct, tag="put", frozen=True, array_like=True):
-    """``key`` now holds ``value``, until ``expires_at`` (seconds since the epoch) if set."""
+    """``key`` now holds ``value``, until ``expires_at`` (seconds since the epoch) if set.
+
+    ``value`` is already MessagePack (see :func:`encode_value`): it is encoded once, in the
+    caller's thread, embedded in the record as it is, and decoded only when read.
+    """
 
     # msgspec refuses a `str | bytes` union; MessagePack keeps the two apart on the wire
     # anyway, so `Any` decodes each key back to the type it was written with.
     key: Any
-    value: Any
+    value: msgspec.Raw
     expires_at: float | None = None
 
 
@@ -46,14 +53,24 @@ class Delete(msgspec.Struct, tag="del", frozen=True, array_like=True):
     key: Any
 
 
+class Expired(msgspec.Struct, tag="exp", frozen=True, array_like=True):
+    """``keys`` reached their ``expires_at`` and were removed at ``at``.
+
+    Written by a sweep, and before a write over a key that has expired.
+    """
+
+    keys: tuple[Any, ...]
+    at: float
+
+
 class Batch(msgspec.Struct, tag="batch", frozen=True, array_like=True):
     """Several events applied atomically, written at ``timestamp`` (seconds since the epoch)."""
 
-    events: tuple[Put | Delete, ...]
+    events: tuple[Put | Delete | Expired, ...]
     timestamp: float
 
 
-KVEvent = Put | Delete | Batch
+KVEvent = Put | Delete | Batch | Expired
 """Every key-value event type: the union the decoder dispatches on."""
 
 ENCODER: Final = msgspec.msgpack.Encoder()
@@ -85,3 +102,21 @@ def decode_event(data: bytes) -> KVEvent:
     """
     event: KVEvent = DECODER.decode(data)
     return event
+
+
+def encode_value(value: Any) -> msgspec.Raw:
+    """Encode a value once, for a :class:`Put`.
+
+    Raises:
+        InvalidValue: The value (or something inside it) is not MessagePack-encodable.
+    """
+    try:
+        return msgspec.Raw(ENCODER.encode(value))
+    except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
+        msg = f"cannot encode value of type {type(value).__name__}: {exc}; use MessagePack types"
+        raise InvalidValue(msg) from exc
+
+
+def decode_value(data: bytes | msgspec.Raw) -> Any:
+    """Decode a value written by :func:`encode_value` (untyped)."""
+    return msgspec.msgpack.decode(data)

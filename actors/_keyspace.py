@@ -1,0 +1,470 @@
+"""The KeySpace handle: reads in the caller's thread, writes through the key space's actor.
+
+Reads (``get``, ``range``, ``len``, ...) go straight to the committed layer of the sorted
+state (see ``storage/kvstate.py`` for why that is safe without a round trip). Writes are
+checked and encoded here, in the caller's thread, so bad input raises before anything is
+sent; the actor then checks versions, and the call returns once the write is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Iterable, Iterator, MutableMapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import pykka
+
+from actors._handle import ActorHandle
+from actors._host import ActorStats, Command
+from actors._keyspace_actor import DeleteOp, KeySpaceActor, PutOp, Receipt
+from storage.codec import encode_value
+from storage.errors import InvalidKey, InvalidOption, InvalidValue
+from storage.kvstate import KVState
+
+if TYPE_CHECKING:  # Python 3.10 has no typing.Self
+    from typing_extensions import Self
+
+__all__ = ["Entry", "KeySpace", "KeySpaceOptions", "Receipt", "WriteBatch"]
+
+_MISSING: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpaceOptions:
+    """How a key space checks its input. Checked on construction.
+
+    Attributes:
+        key_type: ``str`` (default) or ``bytes``; keys of any other type raise InvalidKey.
+        value_type: If set, values are validated against it on put (``InvalidValue``) and
+            decoded to it on get; any type msgspec understands (a Struct, ``int``, ...).
+        max_key_bytes: Longest key, in bytes (UTF-8 for str): default 1,024.
+        max_value_bytes: Largest encoded value: default 16 MiB.
+    """
+
+    key_type: type = str
+    value_type: Any = None
+    max_key_bytes: int = 1024
+    max_value_bytes: int = 16 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        """Reject options outside their documented ranges."""
+        if self.key_type not in (str, bytes):
+            msg = f"key_type must be str or bytes, got {self.key_type!r}"
+            raise InvalidOption(msg)
+        for name in ("max_key_bytes", "max_value_bytes"):
+            limit = getattr(self, name)
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+                msg = f"{name} must be a positive int, got {limit!r}"
+                raise InvalidOption(msg)
+        if self.value_type is not None:
+            try:
+                msgspec.msgpack.Decoder(self.value_type)
+            except TypeError as exc:
+                msg = f"value_type {self.value_type!r} is not a type msgspec can decode: {exc}"
+                raise InvalidOption(msg) from exc
+
+
+class Entry(msgspec.Struct, frozen=True):
+    """A key's value with its metadata, as returned by :meth:`KeySpace.get_entry`."""
+
+    value: Any
+    version: int
+    seq: int
+    expires_at: float | None
+
+
+class KeySpace(MutableMapping[Any, Any]):
+    """A sorted, durable key-value map owned by one actor. Thread-safe; share it freely.
+
+    Writes block until durable and return a :class:`Receipt`; ``*_async`` variants return a
+    future; ``a*`` variants are awaitable without blocking the event loop. Reads never block
+    on the actor and see every acknowledged write, never one that is not yet durable.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        actor: ActorHandle[KeySpaceActor],
+        state: KVState,
+        options: KeySpaceOptions,
+    ) -> None:
+        """Wrap a running key space actor; use ``Store.keyspace`` instead."""
+        self.name = name
+        self.options = options
+        self._actor = actor
+        self._state = state
+        self._entries_get = state.entries.get
+        self._clock = state.clock
+        self._key_type = options.key_type
+        value_type = options.value_type
+        self._decode = (
+            msgspec.msgpack.Decoder(value_type).decode
+            if value_type is not None
+            else msgspec.msgpack.Decoder().decode
+        )
+        self._send_put = actor.put
+        self._send_delete = actor.delete
+
+    # -- reads (caller's thread) -------------------------------------------------------------
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        """The value of ``key``, or ``default`` if it does not exist or has expired. O(1).
+
+        Raises:
+            InvalidKey: ``key`` is not of the key space's key type.
+        """
+        if type(key) is not self._key_type:
+            self._check_key_type(key)
+        entry = self._entries_get(key)
+        if entry is None:
+            return default
+        expires_at = entry.expires_at
+        if expires_at is not None and expires_at <= self._clock():
+            return default
+        return self._decode(entry.value)
+
+    def get_entry(self, key: Any) -> Entry | None:
+        """Value, version, seq and expiry of ``key``, or None. O(1)."""
+        self._check_key_type(key)
+        entry = self._state.get(key)
+        if entry is None:
+            return None
+        return Entry(self._decode(entry.value), entry.version, entry.seq, entry.expires_at)
+
+    def get_many(self, keys: Iterable[Any]) -> dict[Any, Any]:
+        """The values of those ``keys`` that exist, read as one snapshot. O(k)."""
+        keys = list(keys)
+        for key in keys:
+            self._check_key_type(key)
+        decode = self._decode
+        return {key: decode(entry.value) for key, entry in self._state.get_many(keys).items()}
+
+    def range(
+        self,
+        start: Any = None,
+        stop: Any = None,
+        *,
+        reverse: bool = False,
+        limit: int | None = None,
+    ) -> Iterator[tuple[Any, Any]]:
+        """``(key, value)`` for ``start <= key < stop`` in key order (None: open end).
+
+        The range is read as one snapshot when called; values are decoded as you iterate.
+        Concurrent writes never make it raise, skip or repeat a key. O(log n + m).
+        """
+        for bound in (start, stop):
+            if bound is not None:
+                self._check_key_type(bound)
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
+        ):
+            msg = f"limit must be a non-negative int or None, got {limit!r}"
+            raise ValueError(msg)
+        found = self._state.scan(start, stop, reverse=reverse, limit=limit)
+        decode = self._decode
+        return ((key, decode(entry.value)) for key, entry in found)
+
+    def prefix(
+        self, prefix: Any, *, reverse: bool = False, limit: int | None = None
+    ) -> Iterator[tuple[Any, Any]]:
+        """``(key, value)`` for every key starting with ``prefix``, in key order."""
+        self._check_key_type(prefix)
+        return self.range(prefix or None, _prefix_end(prefix), reverse=reverse, limit=limit)
+
+    def __getitem__(self, key: Any) -> Any:
+        """The value of ``key``; KeyError if missing."""
+        value = self.get(key, _MISSING)
+        if value is _MISSING:
+            raise KeyError(key)
+        return value
+
+    def __contains__(self, key: object) -> bool:
+        """Whether ``key`` exists (and has not expired)."""
+        if not isinstance(key, self._key_type):
+            return False
+        return self._state.get(key) is not None
+
+    def __iter__(self) -> Iterator[Any]:
+        """Keys in order, from one snapshot."""
+        return (key for key, _ in self._state.scan())
+
+    def __len__(self) -> int:
+        """Number of keys that exist and have not expired. O(log n)."""
+        return len(self._state)
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def put(
+        self,
+        key: Any,
+        value: Any,
+        *,
+        ttl: float | None = None,
+        expect_version: int | None = None,
+    ) -> Receipt:
+        """Write ``key``; returns once durable.
+
+        Args:
+            key: The key (the key space's key type, non-empty, within ``max_key_bytes``).
+            value: Any MessagePack value (or of ``value_type``).
+            ttl: Seconds until the key expires; None keeps it forever.
+            expect_version: Compare-and-set: write only if the key's version is this
+                (0: only if the key does not exist).
+
+        Raises:
+            InvalidKey, InvalidValue: Bad input; nothing was sent.
+            VersionConflict: ``expect_version`` did not match; nothing was written.
+            WriteFailed: The write or fsync failed; the key space refuses writes until the
+                store is reopened.
+        """
+        return self.put_async(key, value, ttl=ttl, expect_version=expect_version).get()
+
+    def put_async(
+        self,
+        key: Any,
+        value: Any,
+        *,
+        ttl: float | None = None,
+        expect_version: int | None = None,
+    ) -> pykka.Future[Receipt]:
+        """Like :meth:`put`, but returns a future at once; many in flight share one fsync."""
+        return self._send_put(*self._put_args(key, value, ttl, expect_version))
+
+    def delete(self, key: Any, *, expect_version: int | None = None) -> Receipt | None:
+        """Remove ``key``; returns once durable, or None if it did not exist (no write).
+
+        Raises:
+            InvalidKey: Bad key. VersionConflict: ``expect_version`` did not match.
+        """
+        return self.delete_async(key, expect_version=expect_version).get()
+
+    def delete_async(
+        self, key: Any, *, expect_version: int | None = None
+    ) -> pykka.Future[Receipt | None]:
+        """Like :meth:`delete`, but returns a future at once."""
+        self._check_key(key)
+        _check_expect(expect_version)
+        return self._send_delete(key, expect_version)
+
+    def batch(self) -> WriteBatch:
+        """An atomic batch: ``with ks.batch() as b: b.put(...); b.delete(...)``.
+
+        Everything in the block is written as one log record when the block ends, or
+        nothing is (if the block raises, or an ``expect_version`` fails).
+        """
+        return WriteBatch(self)
+
+    def sweep(self) -> int:
+        """Record the expiry of keys past their TTL now; returns how many were removed.
+
+        The store does this periodically; expired keys are invisible to reads either way.
+        """
+        return int(self._actor.sweep().get())
+
+    def clear(self) -> None:
+        """Delete every key, atomically (one record)."""
+        with self.batch() as batch:
+            for key in self:
+                batch.delete(key)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        """``ks[key] = value``: a durable put."""
+        self.put(key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        """``del ks[key]``: a durable delete; KeyError if missing."""
+        if self.delete(key) is None:
+            raise KeyError(key)
+
+    # -- asyncio -----------------------------------------------------------------------------
+
+    async def aput(
+        self,
+        key: Any,
+        value: Any,
+        *,
+        ttl: float | None = None,
+        expect_version: int | None = None,
+    ) -> Receipt:
+        """Awaitable :meth:`put`; the event loop keeps running while the write is durable."""
+        receipt: Receipt = await self._await("put", self._put_args(key, value, ttl, expect_version))
+        return receipt
+
+    async def adelete(self, key: Any, *, expect_version: int | None = None) -> Receipt | None:
+        """Awaitable :meth:`delete`."""
+        self._check_key(key)
+        _check_expect(expect_version)
+        receipt: Receipt | None = await self._await("delete", (key, expect_version))
+        return receipt
+
+    async def aget(self, key: Any, default: Any = None) -> Any:
+        """Awaitable :meth:`get` (reads never wait for the actor, so this never blocks)."""
+        return self.get(key, default)
+
+    def _await(self, command: str, args: tuple[Any, ...]) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Any] = loop.create_future()
+        self._actor.enqueue(Command(command, args, {}, _LoopFuture(loop, waiter)))
+        return waiter
+
+    # -- misc --------------------------------------------------------------------------------
+
+    @property
+    def last_seq(self) -> int:
+        """Sequence number of the newest record written to this key space's log."""
+        return self._actor.last_seq
+
+    def stats(self) -> ActorStats:
+        """The key space actor's counters (see :class:`actors.ActorStats`)."""
+        return self._actor.stats()
+
+    def __repr__(self) -> str:
+        return f"<KeySpace {self.name!r} keys={len(self)} last_seq={self.last_seq}>"
+
+    # -- input checks (caller's thread) ------------------------------------------------------
+
+    def _check_key_type(self, key: Any) -> None:
+        if not isinstance(key, self._key_type) or isinstance(key, bool):
+            msg = (
+                f"key {key!r:.60} is {type(key).__name__}; key space {self.name!r} takes "
+                f"{self._key_type.__name__} keys"
+            )
+            raise InvalidKey(msg)
+
+    def _check_key(self, key: Any) -> None:
+        self._check_key_type(key)
+        if isinstance(key, str):
+            try:
+                size = len(key.encode())
+            except UnicodeEncodeError as exc:
+                msg = f"key {key!r:.60} is not valid Unicode text (lone surrogate?): {exc}"
+                raise InvalidKey(msg) from exc
+        else:
+            size = len(key)
+        if size == 0:
+            msg = "keys cannot be empty"
+            raise InvalidKey(msg)
+        if size > self.options.max_key_bytes:
+            msg = (
+                f"key of {size} bytes is over the {self.options.max_key_bytes}-byte limit "
+                "(max_key_bytes)"
+            )
+            raise InvalidKey(msg)
+
+    def encode_value(self, value: Any) -> msgspec.Raw:
+        """Encode and check a value as a put would (InvalidValue if it cannot be stored)."""
+        raw = encode_value(value)
+        if len(raw) > self.options.max_value_bytes:
+            msg = (
+                f"value of {len(raw)} bytes (encoded) is over the "
+                f"{self.options.max_value_bytes}-byte limit (max_value_bytes)"
+            )
+            raise InvalidValue(msg)
+        if self.options.value_type is not None:
+            try:
+                self._decode(raw)
+            except msgspec.ValidationError as exc:
+                msg = f"value does not match value_type {self.options.value_type!r}: {exc}"
+                raise InvalidValue(msg) from exc
+        return raw
+
+    def _put_args(
+        self, key: Any, value: Any, ttl: float | None, expect_version: int | None
+    ) -> tuple[Any, msgspec.Raw, float | None, int | None]:
+        self._check_key(key)
+        _check_expect(expect_version)
+        expires_at = None
+        if ttl is not None:
+            if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl < math.inf:
+                msg = f"ttl must be a positive number of seconds, got {ttl!r}"
+                raise InvalidValue(msg)
+            expires_at = self._clock() + ttl
+        return key, self.encode_value(value), expires_at, expect_version
+
+
+class WriteBatch:
+    """Collects puts and deletes, checked as they are added; written atomically on exit."""
+
+    def __init__(self, keyspace: KeySpace) -> None:
+        self._keyspace = keyspace
+        self._ops: list[PutOp | DeleteOp] = []
+        self.receipt: Receipt | None = None
+        """The batch's receipt once written (None if it changed nothing)."""
+
+    def put(
+        self, key: Any, value: Any, *, ttl: float | None = None, expect_version: int | None = None
+    ) -> None:
+        """Add a put (checked now; InvalidKey/InvalidValue raise inside the block)."""
+        self._ops.append(PutOp(*self._keyspace._put_args(key, value, ttl, expect_version)))
+
+    def delete(self, key: Any, *, expect_version: int | None = None) -> None:
+        """Add a delete (a missing key is skipped unless ``expect_version`` says otherwise)."""
+        self._keyspace._check_key(key)
+        _check_expect(expect_version)
+        self._ops.append(DeleteOp(key, expect_version))
+
+    def __len__(self) -> int:
+        return len(self._ops)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Write the batch unless the block raised."""
+        if exc_type is None and self._ops:
+            self.receipt = self._keyspace._actor.write_batch(self._ops).get()
+
+
+class _LoopFuture(pykka.ThreadingFuture[Any]):
+    """A pykka future that also resolves an asyncio future, on that future's loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[Any]) -> None:
+        super().__init__()
+        self._loop = loop
+        self._waiter = waiter
+
+    def set(self, value: Any = None) -> None:
+        super().set(value)
+        self._loop.call_soon_threadsafe(_resolve, self._waiter, value, None)
+
+    def set_exception(self, exc_info: Any = None) -> None:
+        super().set_exception(exc_info)
+        error = exc_info[1] if exc_info is not None else None
+        self._loop.call_soon_threadsafe(_resolve, self._waiter, None, error)
+
+
+def _resolve(waiter: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
+    if waiter.done():  # the awaiting task was cancelled
+        return
+    if error is not None:
+        waiter.set_exception(error)
+    else:
+        waiter.set_result(value)
+
+
+def _check_expect(expect_version: int | None) -> None:
+    if expect_version is not None and (
+        isinstance(expect_version, bool)
+        or not isinstance(expect_version, int)
+        or expect_version < 0
+    ):
+        msg = f"expect_version must be an int >= 0 or None, got {expect_version!r}"
+        raise InvalidValue(msg)
+
+
+def _prefix_end(prefix: str | bytes) -> str | bytes | None:
+    """The smallest key above every key that starts with ``prefix`` (None: no bound)."""
+    if isinstance(prefix, bytes):
+        head = prefix.rstrip(b"\xff")
+        return head[:-1] + bytes((head[-1] + 1,)) if head else None
+    text = prefix.rstrip("\U0010ffff")
+    return text[:-1] + chr(ord(text[-1]) + 1) if text else None

@@ -1,0 +1,176 @@
+"""The key space's actor: key-value commands in, key-value events out, on the framework.
+
+The state is a :class:`storage.kvstate.KVState`. ``apply`` stages changes in its pending
+layer; ``on_persisted`` (the group is durable) publishes them to readers; ``on_write_failed``
+drops them. Values arrive already encoded (``msgspec.Raw``) from the caller's thread.
+
+Versions count the writes of a key since it last did not exist. Expiry is part of the log:
+a put over an expired key first records ``Expired`` for it, and a periodic sweep records
+``Expired`` for keys past their time, so replay rebuilds the same versions whatever the
+clock says when it runs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import msgspec
+
+from actors._actor import EventSourcedActor
+from storage.codec import Batch, Delete, Expired, KVEvent, Put
+from storage.errors import VersionConflict
+from storage.kvstate import Entry, KVState
+
+MAX_SWEEP_KEYS = 10_000  # keys per Expired record: bounds one sweep's record and pause
+
+
+class Receipt(msgspec.Struct, frozen=True):
+    """What a durable write returns.
+
+    Attributes:
+        seq: Sequence number of the log record holding the write.
+        version: The key's version after the write (0 after a delete; for a batch, 0).
+    """
+
+    seq: int
+    version: int
+
+
+class PutOp(NamedTuple):
+    """A put inside a batch, checked and encoded by the handle."""
+
+    key: Any
+    value: msgspec.Raw
+    expires_at: float | None
+    expect_version: int | None
+
+
+class DeleteOp(NamedTuple):
+    """A delete inside a batch."""
+
+    key: Any
+    expect_version: int | None
+
+
+class KeySpaceActor(EventSourcedActor[KVState]):
+    """Owns one key space: checks versions, emits events, keeps the sorted state."""
+
+    event_types = (Put, Delete, Batch, Expired)
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+
+    def initial_state(self) -> KVState:
+        return KVState(self._clock)
+
+    def apply(self, state: KVState, event: KVEvent) -> KVState:
+        seq = self.record_seq
+        match event:
+            case Put(key=key, value=value, expires_at=expires_at):
+                state.stage_put(key, bytes(value), seq, expires_at)
+            case Delete(key=key):
+                state.stage_delete(key)
+            case Expired(keys=keys):
+                for key in keys:
+                    state.stage_delete(key)
+            case Batch(events=events):
+                for inner in events:
+                    self.apply(state, inner)
+        return state
+
+    def on_persisted(self) -> None:
+        self.state.commit()
+
+    def on_write_failed(self) -> None:
+        self.state.discard()
+
+    # -- commands (actor thread) -------------------------------------------------------------
+
+    def put(
+        self, key: Any, value: msgspec.Raw, expires_at: float | None, expect_version: int | None
+    ) -> Receipt:
+        now = self._clock()
+        _check_version(key, self.state.current(key, now), expect_version)
+        stale = self._stale(key, now)
+        self.emit(*stale, Put(key, value, expires_at))
+        return Receipt(self.record_seq, self._version_of(key))
+
+    def delete(self, key: Any, expect_version: int | None) -> Receipt | None:
+        now = self._clock()
+        live = self.state.current(key, now)
+        _check_version(key, live, expect_version)
+        if live is None:
+            return None
+        self.emit(Delete(key))
+        return Receipt(self.record_seq, 0)
+
+    def write_batch(self, ops: Sequence[PutOp | DeleteOp]) -> Receipt | None:
+        """Apply every op or none: all version checks pass before anything is emitted."""
+        now = self._clock()
+        state = self.state
+        versions: dict[Any, int] = {}  # what each key's version will be, op by op
+        events: list[Put | Delete | Expired] = []
+        stale: list[Any] = []
+        for op in ops:
+            key = op.key
+            if key in versions:
+                actual = versions[key]
+            else:
+                live = state.current(key, now)
+                actual = 0 if live is None else live.version
+                if live is None and _has_entry(state, key):
+                    stale.append(key)
+            _check_version(key, actual, op.expect_version)
+            if isinstance(op, PutOp):
+                events.append(Put(key, op.value, op.expires_at))
+                versions[key] = actual + 1
+            else:
+                if actual:
+                    events.append(Delete(key))
+                versions[key] = 0
+        if not events:
+            return None
+        if stale:
+            events.insert(0, Expired(tuple(stale), now))
+        self.emit(Batch(tuple(events), now))
+        return Receipt(self.record_seq, 0)
+
+    def sweep(self) -> int:
+        """Record the expiry of committed keys past their time; returns how many."""
+        now = self._clock()
+        state = self.state
+        keys = [
+            key
+            for key in state.expired_keys(now)[:MAX_SWEEP_KEYS]
+            if key not in state.pending  # rewritten in the open group: no longer expired
+        ]
+        if keys:
+            self.emit(Expired(tuple(keys), now))
+        return len(keys)
+
+    def _stale(self, key: Any, now: float) -> tuple[Expired, ...]:
+        """An Expired event for ``key`` if it is stored but past its time, else nothing."""
+        if self.state.current(key, now) is None and _has_entry(self.state, key):
+            return (Expired((key,), now),)
+        return ()
+
+    def _version_of(self, key: Any) -> int:
+        entry = self.state.pending.get(key)
+        return 0 if entry is None else entry.version
+
+
+def _has_entry(state: KVState, key: Any) -> bool:
+    """Whether ``key`` is stored at all, expired or not (pending layer first)."""
+    if key in state.pending:
+        return state.pending[key] is not None
+    return key in state.entries
+
+
+def _check_version(key: Any, live: Entry | int | None, expect_version: int | None) -> None:
+    if expect_version is None:
+        return
+    actual = live if isinstance(live, int) else (0 if live is None else live.version)
+    if actual != expect_version:
+        raise VersionConflict(key, expect_version, actual)

@@ -1,0 +1,197 @@
+"""The sorted key-value state of one key space: durable entries plus the open group's changes.
+
+Two layers, so that readers never see a write before it is durable:
+
+* ``entries``: a ``SortedDict`` of committed (durable) entries. Every reader reads only this.
+* ``pending``: a plain dict of the changes of the group being written (key -> entry, or None
+  for a deletion). Only the writer (the key space's actor) reads it, to check versions.
+
+When a group is durable, :meth:`KVState.commit` moves ``pending`` into ``entries`` under
+``lock``, all at once, so no reader sees part of a group (and so never part of a batch).
+
+Readers and the lock:
+
+* :meth:`get` takes no lock: one ``dict.get`` is atomic under the GIL, and an entry object
+  is never mutated after it is stored (a write stores a new one).
+* :meth:`scan`, :meth:`get_many` and :meth:`__len__` copy what they need under ``lock``, so
+  each is a consistent snapshot between two groups; values are decoded after the lock is
+  released. A scan of n keys holds the lock for about n x 0.1 us, delaying the next commit
+  by that much; pass ``limit`` for large key spaces.
+
+Threads: the writer methods (``stage_*``, ``commit``, ``discard``) run in one thread (the
+actor's). The reader methods are safe from any thread.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable
+from itertools import islice
+from typing import Any
+
+import msgspec
+from sortedcontainers import SortedDict, SortedList
+
+__all__ = ["Entry", "KVState"]
+
+
+class Entry(msgspec.Struct, frozen=True, gc=False):
+    """One key's committed value (48 bytes: no GC header, four slots).
+
+    Attributes:
+        value: The value, MessagePack-encoded; decoded on read.
+        version: How many times the key was written since it last did not exist (1 on
+            creation).
+        seq: Sequence number of the log record that wrote it.
+        expires_at: When it stops being visible (seconds since the epoch), or None.
+    """
+
+    value: bytes
+    version: int
+    seq: int
+    expires_at: float | None = None
+
+
+class KVState:
+    """Sorted, versioned key-value state with a durable layer and a pending layer."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        """Start empty. ``clock`` decides expiry (injectable for tests)."""
+        self.clock = clock
+        self.entries: SortedDict = SortedDict()
+        self.expiring: SortedList = SortedList()  # (expires_at, key) of committed TTL entries
+        self.pending: dict[Any, Entry | None] = {}
+        self.lock = threading.Lock()
+
+    # -- writer side (one thread) ------------------------------------------------------------
+
+    def current(self, key: Any, now: float) -> Entry | None:
+        """The live entry of ``key`` as the writer sees it (pending first), or None. O(1)."""
+        pending = self.pending
+        entry = pending[key] if key in pending else self.entries.get(key)
+        if entry is None or (entry.expires_at is not None and entry.expires_at <= now):
+            return None
+        return entry
+
+    def stage_put(self, key: Any, value: bytes, seq: int, expires_at: float | None) -> Entry:
+        """Stage a write of ``key``; returns the new entry. O(1).
+
+        The version counts on from the stored entry even if it has expired: expiry changes
+        versions only through an explicit deletion, so replay never depends on the clock.
+        """
+        pending = self.pending
+        previous = pending[key] if key in pending else self.entries.get(key)
+        entry = Entry(value, 1 if previous is None else previous.version + 1, seq, expires_at)
+        self.pending[key] = entry
+        return entry
+
+    def stage_delete(self, key: Any) -> None:
+        """Stage the removal of ``key``. O(1)."""
+        self.pending[key] = None
+
+    def commit(self) -> None:
+        """Publish every staged change to readers at once. O(k log n) for k changes."""
+        pending = self.pending
+        if not pending:
+            return
+        entries = self.entries
+        expiring = self.expiring
+        with self.lock:
+            for key, entry in pending.items():
+                old = entries.get(key)
+                if old is not None and old.expires_at is not None:
+                    expiring.remove((old.expires_at, key))
+                if entry is None:
+                    if old is not None:
+                        del entries[key]
+                    continue
+                entries[key] = entry
+                if entry.expires_at is not None:
+                    expiring.add((entry.expires_at, key))
+        pending.clear()
+
+    def discard(self) -> None:
+        """Drop every staged change (their write failed)."""
+        self.pending.clear()
+
+    def has_expired(self, now: float) -> bool:
+        """Whether some committed key has expired by ``now`` (safe from any thread). O(1)."""
+        with self.lock:
+            return bool(self.expiring) and self.expiring[0][0] <= now
+
+    def expired_keys(self, now: float) -> list[Any]:
+        """Committed keys whose ``expires_at`` is at or before ``now``, oldest first."""
+        stop = self.expiring.bisect_left((math.nextafter(now, math.inf),))
+        return [key for _, key in islice(self.expiring, stop)]
+
+    # -- reader side (any thread) ------------------------------------------------------------
+
+    def get(self, key: Any) -> Entry | None:
+        """The committed, unexpired entry of ``key``, or None. O(1), lock-free."""
+        entry: Entry | None = self.entries.get(key)
+        if entry is None:
+            return None
+        expires_at = entry.expires_at
+        if expires_at is not None and expires_at <= self.clock():
+            return None
+        return entry
+
+    def get_many(self, keys: Iterable[Any]) -> dict[Any, Entry]:
+        """The committed, unexpired entries of ``keys`` that exist, as one snapshot."""
+        entries = self.entries
+        now = self.clock()
+        found = {}
+        with self.lock:
+            for key in keys:
+                entry = entries.get(key)
+                if entry is not None and (entry.expires_at is None or entry.expires_at > now):
+                    found[key] = entry
+        return found
+
+    def scan(
+        self,
+        start: Any = None,
+        stop: Any = None,
+        *,
+        reverse: bool = False,
+        limit: int | None = None,
+    ) -> list[tuple[Any, Entry]]:
+        """Committed, unexpired ``(key, entry)`` with ``start <= key < stop``, in key order.
+
+        ``None`` leaves that end open. One consistent snapshot. O(log n + m) for m results.
+        """
+        entries = self.entries
+        now = self.clock()
+        with self.lock:
+            keys = entries.irange(start, stop, inclusive=(True, False), reverse=reverse)
+            found: list[tuple[Any, Entry]] = []
+            append = found.append
+            wanted = math.inf if limit is None else limit
+            for key in keys:
+                if len(found) >= wanted:
+                    break
+                entry = entries[key]
+                expires_at = entry.expires_at
+                if expires_at is None or expires_at > now:
+                    append((key, entry))
+        return found
+
+    def __len__(self) -> int:
+        """Committed, unexpired keys. O(log n)."""
+        now = self.clock()
+        with self.lock:
+            expired: int = self.expiring.bisect_left((math.nextafter(now, math.inf),))
+            return len(self.entries) - expired
+
+    def _check(self) -> None:
+        """Assert every invariant (for tests): the expiry index matches the entries."""
+        with self.lock:
+            expected = sorted(
+                (entry.expires_at, key)
+                for key, entry in self.entries.items()
+                if entry.expires_at is not None
+            )
+            assert list(self.expiring) == expected
+            self.entries._check()  # sortedcontainers' own invariant check
