@@ -9,6 +9,7 @@ from typing import Any, Generic, TypeVar
 import pykka
 
 from actors._actor import EventSourcedActor
+from actors._future import Reply
 from actors._host import ActorStats, Command, Counters
 from storage import SegmentedLog
 from storage.errors import ActorStopped
@@ -53,7 +54,7 @@ class ActorHandle(Generic[A]):
         enqueue = self.enqueue
 
         def send(*args: Any, **kwargs: Any) -> pykka.Future[Any]:
-            future: pykka.Future[Any] = pykka.ThreadingFuture()
+            future: pykka.Future[Any] = Reply()
             enqueue(Command(name, args, kwargs, future))
             return future
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import pykka
 
+from actors._future import Reply
 from actors._handle import ActorHandle
 from actors._host import ActorStats, Command
 from actors._keyspace_actor import DeleteOp, KeySpaceActor, PutOp, Receipt
@@ -424,7 +425,7 @@ class WriteBatch:
             self.receipt = self._keyspace._actor.write_batch(self._ops).get()
 
 
-class _LoopFuture(pykka.ThreadingFuture[Any]):
+class _LoopFuture(Reply[Any]):
     """A pykka future that also resolves an asyncio future, on that future's loop."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[Any]) -> None:
