@@ -21,7 +21,7 @@ _ENCODER: Final = msgspec.msgpack.Encoder()
 class EventCodec:
     """Encodes events one by one (to check them early) and joins a command's into a record."""
 
-    __slots__ = ("actor_name", "decoder", "types")
+    __slots__ = ("actor_name", "checkers", "decoder", "types")
 
     def __init__(
         self, actor_name: str, types: tuple[type[msgspec.Struct], ...], decoder: Any
@@ -29,22 +29,33 @@ class EventCodec:
         self.actor_name = actor_name
         self.types = types
         self.decoder: msgspec.msgpack.Decoder[list[Any]] = decoder
+        # msgspec checks field types when decoding, not when a Struct is built or encoded:
+        # decoding each event once as it is emitted keeps a mistyped field out of the log
+        # (where replay would reject it). About 0.3 us per small event.
+        self.checkers = {t: msgspec.msgpack.Decoder(t).decode for t in types}
 
     def encode_one(self, event: Any) -> bytes:
         """Encode one event, checking that it is one of this actor's event types.
 
         Raises:
-            InvalidValue: Not an event type of this actor, or a field cannot be encoded.
+            InvalidValue: Not an event type of this actor, a field cannot be encoded, or a
+                field does not match its annotation (so replay could not decode it).
         """
         if not isinstance(event, self.types):
             names = ", ".join(t.__name__ for t in self.types)
             msg = f"{self.actor_name} cannot emit {type(event).__name__}: not one of {names}"
             raise InvalidValue(msg)
         try:
-            return _ENCODER.encode(event)
+            encoded = _ENCODER.encode(event)
         except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
             msg = f"{self.actor_name}: cannot encode {type(event).__name__}: {exc}"
             raise InvalidValue(msg) from exc
+        try:
+            self.checkers[type(event)](encoded)
+        except msgspec.ValidationError as exc:
+            msg = f"{self.actor_name}: {type(event).__name__} has a field of the wrong type: {exc}"
+            raise InvalidValue(msg) from exc
+        return encoded
 
     @staticmethod
     def join(encoded: list[bytes]) -> bytes:

@@ -115,3 +115,9 @@ class ActorHandle(Generic[A]):
     def __repr__(self) -> str:
         state = "running" if self.alive else "stopped"
         return f"<ActorHandle {self.name!r} {self.actor_class.__name__} {state}>"
+
+
+HANDLE_NAMES = frozenset(
+    name for name in [*vars(ActorHandle), "name", "actor_class"] if not name.startswith("_")
+)
+"""Public names of the handle itself, which no command may use."""

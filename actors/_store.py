@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from actors._actor import EventSourcedActor, command_names
 from actors._events import event_codec_for
-from actors._handle import ActorHandle
+from actors._handle import HANDLE_NAMES, ActorHandle
 from actors._host import ActorHost, Counters, ReplayProgress, replay
 from actors._keyspace import KeySpace, KeySpaceOptions
 from actors._keyspace_actor import KeySpaceActor
@@ -214,6 +214,13 @@ class Store:
     ) -> tuple[ActorHandle[A], A]:
         codec = event_codec_for(actor_class)
         commands = command_names(actor_class)
+        shadowed = sorted(commands & HANDLE_NAMES)
+        if shadowed:
+            msg = (
+                f"{actor_class.__name__} has commands named like ActorHandle members "
+                f"({', '.join(shadowed)}); rename them so handle.{shadowed[0]}() is not ambiguous"
+            )
+            raise TypeError(msg)
         actor = actor_class(*args, **kwargs)
         actor._esa_encode = codec.encode_one
         options = self.options
