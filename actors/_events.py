@@ -13,9 +13,13 @@ from typing import Any, Final
 
 import msgspec
 
+from storage import MAX_PAYLOAD_BYTES
 from storage.errors import InvalidValue
 
 _ENCODER: Final = msgspec.msgpack.Encoder()
+
+MAX_EVENT_BYTES: Final = MAX_PAYLOAD_BYTES - 1024
+"""Largest encoded event: a record holds at least one, plus a few bytes of framing."""
 
 
 class EventCodec:
@@ -50,6 +54,12 @@ class EventCodec:
         except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
             msg = f"{self.actor_name}: cannot encode {type(event).__name__}: {exc}"
             raise InvalidValue(msg) from exc
+        if len(encoded) > MAX_EVENT_BYTES:
+            msg = (
+                f"{self.actor_name}: {type(event).__name__} encodes to {len(encoded)} bytes, "
+                f"over the {MAX_EVENT_BYTES}-byte limit of one log record; split it"
+            )
+            raise InvalidValue(msg)
         try:
             self.checkers[type(event)](encoded)
         except msgspec.ValidationError as exc:

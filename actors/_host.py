@@ -28,8 +28,8 @@ import pykka
 
 from actors._actor import EventSourcedActor
 from actors._events import EventCodec
-from storage import SegmentedLog
-from storage.errors import ActorStopped, CorruptLog, WriteFailed
+from storage import MAX_PAYLOAD_BYTES, SegmentedLog
+from storage.errors import ActorStopped, CorruptLog, InvalidValue, WriteFailed
 
 logger = logging.getLogger("actorkv.actors")
 
@@ -214,10 +214,7 @@ class ActorHost(pykka.ThreadingActor):
             result = getattr(actor, command.name)(*command.args, **command.kwargs)
         except Exception as exc:
             actor._esa_state = before
-            if self._replies:
-                self._replies.append((future, _exc_info(exc), True))
-            else:
-                future.set_exception(_exc_info(exc))  # it saw only durable state
+            self._answer_error(future, _exc_info(exc))
             return
         finally:
             actor._esa_emitted = None
@@ -225,9 +222,24 @@ class ActorHost(pykka.ThreadingActor):
             future.set(result)  # it saw only durable state: answer now
             return
         if emitted:
-            self._payloads.append(self._codec.join(emitted))
+            payload = self._codec.join(emitted)
+            if len(payload) > MAX_PAYLOAD_BYTES:  # each event fits, all of them do not
+                actor._esa_state = before
+                error = InvalidValue(
+                    f"the {len(emitted)} events of {command.name}() encode to {len(payload)} "
+                    f"bytes, over the {MAX_PAYLOAD_BYTES}-byte record limit; emit less per command"
+                )
+                self._answer_error(future, _exc_info(error))
+                return
+            self._payloads.append(payload)
             self._group_events += len(emitted)
         self._replies.append((future, result, False))
+
+    def _answer_error(self, future: pykka.Future[Any], error: Any) -> None:
+        if self._replies:  # the refusal may rest on state that is not durable yet
+            self._replies.append((future, error, True))
+        else:
+            future.set_exception(error)
 
     def _flush(self) -> None:
         payloads, replies = self._payloads, self._replies
@@ -237,21 +249,23 @@ class ActorHost(pykka.ThreadingActor):
             try:
                 self._log.append_batch(payloads)
             except Exception as exc:
-                self._failure = exc
-                counters.failed = True
-                self._actor._esa_state = self._durable_state
-                self._actor.on_write_failed()
-                logger.warning("%s: write failed; refusing writes until reopened", self._name)
-                error = _exc_info(self._refusal())
-                for future, _, _ in replies:
-                    future.set_exception(error)
+                self._refuse_from_now(exc, durable=False)
+                _fail_all(replies, self._refusal())
                 return
             counters.records += len(payloads)
             counters.events += self._group_events
             counters.groups += 1
             self._group_events = 0
             self._durable_state = self._actor.state
-            self._actor.on_persisted()
+            try:
+                self._actor.on_persisted()
+            except Exception as exc:
+                # Durable, but the actor's view may be half updated: an error tells callers
+                # the outcome is unknown (true), and the actor stops taking commands.
+                logger.exception("%s: on_persisted failed; refusing commands", self._name)
+                self._refuse_from_now(exc, durable=True)
+                _fail_all(replies, self._refusal())
+                return
         counters.largest_group = max(counters.largest_group, len(replies))
         for future, outcome, is_error in replies:
             if is_error:
@@ -260,12 +274,25 @@ class ActorHost(pykka.ThreadingActor):
                 future.set(outcome)
 
     def _fail_group(self, exc: BaseException) -> None:
-        error = _exc_info(exc)
-        for future, _, _ in self._replies:
-            future.set_exception(error)
+        replies = self._replies
         self._payloads, self._replies, self._group_events = [], [], 0
+        _fail_all(replies, exc)
+        self._restore_durable_state()
+
+    def _refuse_from_now(self, exc: BaseException, *, durable: bool) -> None:
+        """Refuse every later command; drop undurable state unless the group is durable."""
+        self._failure = exc
+        self._counters.failed = True
+        if not durable:
+            logger.warning("%s: write failed; refusing writes until reopened", self._name)
+            self._restore_durable_state()
+
+    def _restore_durable_state(self) -> None:
         self._actor._esa_state = self._durable_state
-        self._actor.on_write_failed()
+        try:
+            self._actor.on_write_failed()
+        except Exception:
+            logger.exception("%s: on_write_failed failed", self._name)
 
     def _refusal(self) -> WriteFailed:
         error = WriteFailed(
@@ -290,6 +317,12 @@ class ActorHost(pykka.ThreadingActor):
                 message = inbox.get().message
                 if type(message) is Command:
                     message.future.set_exception(stopped)
+
+
+def _fail_all(replies: list[tuple[pykka.Future[Any], Any, bool]], exc: BaseException) -> None:
+    error = _exc_info(exc)
+    for future, _, _ in replies:
+        future.set_exception(error)
 
 
 def _exc_info(exc: BaseException) -> tuple[type[BaseException], BaseException, Any]:

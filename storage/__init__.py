@@ -4,7 +4,7 @@ Bytes in, bytes out; no actors and no threads of its own (except the documented 
 thread of ``fsync="interval"``). ``docs/format.md`` describes every byte on disk.
 """
 
-from storage._format import DEFAULT_SEGMENT_BYTES
+from storage._format import DEFAULT_SEGMENT_BYTES, MAX_PAYLOAD_BYTES
 from storage._lock import DirectoryLock
 from storage._recovery import TailCut
 from storage.errors import (
@@ -26,6 +26,7 @@ from storage.repair import RepairReport, repair
 
 __all__ = [
     "DEFAULT_SEGMENT_BYTES",
+    "MAX_PAYLOAD_BYTES",
     "ActorKVError",
     "ActorStopped",
     "CorruptLog",
