@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import queue
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,7 @@ ReplayProgress = Callable[[str, int, int], None]
 """Called as ``progress(actor_name, records_replayed, records_total)`` during replay."""
 
 _PROGRESS_EVERY = 65536  # records between progress reports: ~0.1 s of replay
+_MAX_GATHER_SECONDS = 0.002  # bounds the latency a gathering wait can add
 
 
 class Command:
@@ -172,6 +174,10 @@ class ActorHost(pykka.ThreadingActor):
         self._durable_state: Any = actor.state
         self._failure: BaseException | None = None
         self._closed = False
+        # Group gathering (see _gather): how many commands the next group should hold, and
+        # how long a group write takes (an exponential moving average, seconds).
+        self._expected = 0
+        self._write_seconds = 0.0
 
     def on_receive(self, message: Any) -> None:
         """Run a command; flush the group when nothing else is waiting. Actor thread."""
@@ -181,6 +187,7 @@ class ActorHost(pykka.ThreadingActor):
             else:
                 logger.warning("%s ignored an unexpected message: %r", self._name, message)
             if self._replies and self.actor_inbox.empty():
+                self._gather()
                 self._flush()
         except Exception:
             # A bug here must not leave callers hanging: fail the group, keep serving reads.
@@ -235,6 +242,37 @@ class ActorHost(pykka.ThreadingActor):
             self._group_events += len(emitted)
         self._replies.append((future, result, False))
 
+    def _gather(self) -> None:
+        """Wait briefly for callers expected back before writing a smaller group.
+
+        Callers answered by a group send their next command a few thread switches later;
+        writing at the first empty inbox would fsync for the first of them and make the rest
+        wait a whole write more (with 16 blocking callers, groups settle at 8 and 8). So the
+        next group expects the callers just answered plus the commands already queued, and
+        while fewer are pending it waits for more, up to twice a group write's time (2 ms
+        at most). A lone caller never waits (it expects itself). Measured on a 2-core
+        machine, 16 blocking callers under fsync="always": 7.9 -> 14 commands per group.
+        """
+        target = self._expected
+        if len(self._replies) >= target:
+            return
+        inbox = self.actor_inbox
+        deadline = time.perf_counter() + min(2 * self._write_seconds, _MAX_GATHER_SECONDS)
+        while len(self._replies) < target:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                return
+            try:
+                envelope = inbox.get(timeout=remaining)  # type: ignore[call-arg]
+            except queue.Empty:
+                return
+            if type(envelope.message) is not Command:
+                # A stop request: it is always the last message (the handle's gate keeps
+                # commands out after it), so putting it back keeps the order.
+                inbox.put(envelope)
+                return
+            self._run(envelope.message)
+
     def _answer_error(self, future: pykka.Future[Any], error: Any) -> None:
         if self._replies:  # the refusal may rest on state that is not durable yet
             self._replies.append((future, error, True))
@@ -246,12 +284,15 @@ class ActorHost(pykka.ThreadingActor):
         self._payloads, self._replies = [], []
         counters = self._counters
         if payloads:
+            started = time.perf_counter()
             try:
                 self._log.append_batch(payloads)
             except Exception as exc:
                 self._refuse_from_now(exc, durable=False)
                 _fail_all(replies, self._refusal())
                 return
+            elapsed = time.perf_counter() - started
+            self._write_seconds += (elapsed - self._write_seconds) / 8
             counters.records += len(payloads)
             counters.events += self._group_events
             counters.groups += 1
@@ -266,6 +307,7 @@ class ActorHost(pykka.ThreadingActor):
                 self._refuse_from_now(exc, durable=True)
                 _fail_all(replies, self._refusal())
                 return
+        self._expected = len(replies) + self.actor_inbox.qsize()  # type: ignore[attr-defined]
         counters.largest_group = max(counters.largest_group, len(replies))
         for future, outcome, is_error in replies:
             if is_error:
