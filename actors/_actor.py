@@ -15,12 +15,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar, Generic, TypeVar
 
+from actors._events import EventCodec
+
 S = TypeVar("S")
 
 # Names on the base class that are not commands, even though they are public.
 FRAMEWORK_NAMES = frozenset(
     {
         "apply",
+        "check_event_fields",
         "emit",
         "event_types",
         "initial_state",
@@ -57,6 +60,10 @@ class EventSourcedActor(Generic[S]):
 
     event_types: ClassVar[tuple[type, ...] | None] = None
     """The event types, if they cannot be read from the annotation of :meth:`apply`."""
+
+    check_event_fields: ClassVar[bool] = True
+    """Decode each emitted event once to check its field types (msgspec does not check
+    them when a Struct is built). Turn off only where every field is checked already."""
 
     # Set by the framework: the current state, and the events of the running command.
     _esa_state: S
@@ -101,14 +108,15 @@ class EventSourcedActor(Generic[S]):
 
         Raises:
             RuntimeError: Called outside a command.
-            InvalidValue: An event is not one of this actor's event types, or cannot be
-                encoded.
+            InvalidValue: An event is not one of this actor's event types, cannot be
+                encoded, or the command's events would not fit in one log record.
         """
         emitted = self._esa_emitted
         if emitted is None:
             msg = "emit() can only be called from a command running in the actor"
             raise RuntimeError(msg)
         encoded = [self._esa_encode(event) for event in events]
+        EventCodec.check_record_size(emitted, encoded)  # before anything is applied
         apply = self.apply
         state = self._esa_state
         for event in events:

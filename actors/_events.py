@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import typing
+from collections.abc import Callable
 from typing import Any, Final
 
 import msgspec
@@ -18,8 +19,8 @@ from storage.errors import InvalidValue
 
 _ENCODER: Final = msgspec.msgpack.Encoder()
 
-MAX_EVENT_BYTES: Final = MAX_PAYLOAD_BYTES - 1024
-"""Largest encoded event: a record holds at least one, plus a few bytes of framing."""
+MAX_RECORD_BYTES: Final = MAX_PAYLOAD_BYTES - 16
+"""Largest record payload a command may emit: its events plus a 5-byte array header."""
 
 
 class EventCodec:
@@ -28,7 +29,12 @@ class EventCodec:
     __slots__ = ("actor_name", "checkers", "decoder", "types")
 
     def __init__(
-        self, actor_name: str, types: tuple[type[msgspec.Struct], ...], decoder: Any
+        self,
+        actor_name: str,
+        types: tuple[type[msgspec.Struct], ...],
+        decoder: Any,
+        *,
+        check_fields: bool = True,
     ) -> None:
         self.actor_name = actor_name
         self.types = types
@@ -36,7 +42,9 @@ class EventCodec:
         # msgspec checks field types when decoding, not when a Struct is built or encoded:
         # decoding each event once as it is emitted keeps a mistyped field out of the log
         # (where replay would reject it). About 0.3 us per small event.
-        self.checkers = {t: msgspec.msgpack.Decoder(t).decode for t in types}
+        self.checkers: dict[type, Callable[[bytes], Any]] = (
+            {t: msgspec.msgpack.Decoder(t).decode for t in types} if check_fields else {}
+        )
 
     def encode_one(self, event: Any) -> bytes:
         """Encode one event, checking that it is one of this actor's event types.
@@ -54,18 +62,31 @@ class EventCodec:
         except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
             msg = f"{self.actor_name}: cannot encode {type(event).__name__}: {exc}"
             raise InvalidValue(msg) from exc
-        if len(encoded) > MAX_EVENT_BYTES:
+        if len(encoded) > MAX_RECORD_BYTES:
             msg = (
                 f"{self.actor_name}: {type(event).__name__} encodes to {len(encoded)} bytes, "
-                f"over the {MAX_EVENT_BYTES}-byte limit of one log record; split it"
+                f"over the {MAX_RECORD_BYTES}-byte limit of one log record; split it"
             )
             raise InvalidValue(msg)
+        checker = self.checkers.get(type(event))
         try:
-            self.checkers[type(event)](encoded)
+            if checker is not None:
+                checker(encoded)
         except msgspec.ValidationError as exc:
             msg = f"{self.actor_name}: {type(event).__name__} has a field of the wrong type: {exc}"
             raise InvalidValue(msg) from exc
         return encoded
+
+    @staticmethod
+    def check_record_size(encoded: list[bytes], more: list[bytes]) -> None:
+        """Raise InvalidValue if ``encoded`` and ``more`` together exceed one record."""
+        size = sum(map(len, encoded)) + sum(map(len, more))
+        if size > MAX_RECORD_BYTES:
+            msg = (
+                f"the events of one command encode to {size} bytes, over the "
+                f"{MAX_RECORD_BYTES}-byte record limit; emit less per command"
+            )
+            raise InvalidValue(msg)
 
     @staticmethod
     def join(encoded: list[bytes]) -> bytes:
@@ -113,7 +134,8 @@ def event_codec_for(actor_class: type) -> EventCodec:
     except TypeError as exc:
         msg = f"{name}: its event types cannot be decoded as one union: {exc}"
         raise TypeError(msg) from exc
-    return EventCodec(name, types, decoder)
+    check = getattr(actor_class, "check_event_fields", True)
+    return EventCodec(name, types, decoder, check_fields=check)
 
 
 def _event_types(actor_class: type) -> tuple[Any, ...]:

@@ -29,8 +29,8 @@ import pykka
 
 from actors._actor import EventSourcedActor
 from actors._events import EventCodec
-from storage import MAX_PAYLOAD_BYTES, SegmentedLog
-from storage.errors import ActorStopped, CorruptLog, InvalidValue, WriteFailed
+from storage import SegmentedLog
+from storage.errors import ActorStopped, CorruptLog, WriteFailed
 
 logger = logging.getLogger("actorkv.actors")
 
@@ -127,12 +127,8 @@ def replay(
             state = apply(state, event)
         events += len(decoded)
         records += 1
-        if records % _PROGRESS_EVERY == 0:
-            # Publish as we go: an actor with a pending layer (the key space) keeps it small.
-            actor._esa_state = state
-            actor.on_persisted()
-            if progress is not None:
-                progress(name, records, total)
+        if progress is not None and records % _PROGRESS_EVERY == 0:
+            progress(name, records, total)
     actor._esa_state = state
     actor.on_persisted()
     counters.records_replayed = records
@@ -230,14 +226,6 @@ class ActorHost(pykka.ThreadingActor):
             return
         if emitted:
             payload = self._codec.join(emitted)
-            if len(payload) > MAX_PAYLOAD_BYTES:  # each event fits, all of them do not
-                actor._esa_state = before
-                error = InvalidValue(
-                    f"the {len(emitted)} events of {command.name}() encode to {len(payload)} "
-                    f"bytes, over the {MAX_PAYLOAD_BYTES}-byte record limit; emit less per command"
-                )
-                self._answer_error(future, _exc_info(error))
-                return
             self._payloads.append(payload)
             self._group_events += len(emitted)
         self._replies.append((future, result, False))
@@ -310,10 +298,13 @@ class ActorHost(pykka.ThreadingActor):
         self._expected = len(replies) + self.actor_inbox.qsize()  # type: ignore[attr-defined]
         counters.largest_group = max(counters.largest_group, len(replies))
         for future, outcome, is_error in replies:
-            if is_error:
-                future.set_exception(outcome)
-            else:
-                future.set(outcome)
+            try:
+                if is_error:
+                    future.set_exception(outcome)
+                else:
+                    future.set(outcome)
+            except Exception:  # one broken waiter (a closed event loop) must not strand the rest
+                logger.exception("%s: could not answer a caller", self._name)
 
     def _fail_group(self, exc: BaseException) -> None:
         replies = self._replies
@@ -364,7 +355,10 @@ class ActorHost(pykka.ThreadingActor):
 def _fail_all(replies: list[tuple[pykka.Future[Any], Any, bool]], exc: BaseException) -> None:
     error = _exc_info(exc)
     for future, _, _ in replies:
-        future.set_exception(error)
+        try:
+            future.set_exception(error)
+        except Exception:
+            logger.exception("could not answer a caller")
 
 
 def _exc_info(exc: BaseException) -> tuple[type[BaseException], BaseException, Any]:

@@ -9,6 +9,7 @@ sent; the actor then checks versions, and the call returns once the write is dur
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections.abc import Iterable, Iterator, MutableMapping
 from dataclasses import dataclass
@@ -340,7 +341,8 @@ class KeySpace(MutableMapping[Any, Any]):
         self._check_key_type(key)
         if isinstance(key, str):
             try:
-                size = len(key.encode())
+                # ASCII text is its own UTF-8 (and isascii() is a flag check, O(1)).
+                size = len(key) if key.isascii() else len(key.encode())
             except UnicodeEncodeError as exc:
                 msg = f"key {key!r:.60} is not valid Unicode text (lone surrogate?): {exc}"
                 raise InvalidKey(msg) from exc
@@ -435,12 +437,15 @@ class _LoopFuture(Reply[Any]):
 
     def set(self, value: Any = None) -> None:
         super().set(value)
-        self._loop.call_soon_threadsafe(_resolve, self._waiter, value, None)
+        self._wake(value, None)
 
     def set_exception(self, exc_info: Any = None) -> None:
         super().set_exception(exc_info)
-        error = exc_info[1] if exc_info is not None else None
-        self._loop.call_soon_threadsafe(_resolve, self._waiter, None, error)
+        self._wake(None, exc_info[1] if exc_info is not None else None)
+
+    def _wake(self, value: Any, error: BaseException | None) -> None:
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody awaits this any more
+            self._loop.call_soon_threadsafe(_resolve, self._waiter, value, error)
 
 
 def _resolve(waiter: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:

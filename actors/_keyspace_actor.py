@@ -58,6 +58,9 @@ class KeySpaceActor(EventSourcedActor[KVState]):
     """Owns one key space: checks versions, emits events, keeps the sorted state."""
 
     event_types = (Put, Delete, Batch, Expired)
+    # The handle checks keys and encodes values in the caller's thread, and the actor builds
+    # every event itself: re-decoding a 1,000-put batch to check it cost 7% of the batch.
+    check_event_fields = False
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock

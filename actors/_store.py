@@ -36,6 +36,7 @@ A = TypeVar("A", bound=EventSourcedActor[Any])
 
 ACTORS_DIR = "actors"
 KEYSPACES_DIR = "keyspaces"
+DROPPED_PREFIX = ".dropped-"  # a key space being deleted; finished on the next open
 
 
 class Store:
@@ -104,6 +105,8 @@ class Store:
         directory = Path(path)
         directory.mkdir(parents=True, exist_ok=True)
         lock = DirectoryLock.acquire(directory)
+        for leftover in (directory / KEYSPACES_DIR).glob(f"{DROPPED_PREFIX}*"):
+            shutil.rmtree(leftover)  # a drop cut short by a crash: its name is already gone
         return cls(directory, options, lock, on_replay, clock, sweep_interval)
 
     def spawn(
@@ -182,7 +185,11 @@ class Store:
         folder = self.path / KEYSPACES_DIR
         if not folder.is_dir():
             return []
-        return sorted(entry.name for entry in folder.iterdir() if entry.is_dir())
+        return sorted(
+            entry.name
+            for entry in folder.iterdir()
+            if entry.is_dir() and not entry.name.startswith(DROPPED_PREFIX)
+        )
 
     def drop_keyspace(self, name: str) -> bool:
         """Stop the key space ``name`` if open and delete its log; returns whether it existed.
@@ -199,7 +206,7 @@ class Store:
             folder = self.path / KEYSPACES_DIR / name
             if not folder.exists():
                 return False
-            doomed = folder.with_name(f".dropped-{name}-{os.getpid()}-{time.monotonic_ns()}")
+            doomed = folder.with_name(f"{DROPPED_PREFIX}{name}-{os.getpid()}-{time.monotonic_ns()}")
             folder.rename(doomed)
             fsync_directory(folder.parent)
             shutil.rmtree(doomed)

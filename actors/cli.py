@@ -1,12 +1,14 @@
 """The ``actorkv`` command line.
 
-``actorkv demo [DIR]`` writes key-value events to a log, reopens it, reads them back and
-prints what it did: a one-minute tour of the storage engine.
+``actorkv bench [--quick] ...`` runs the benchmarking suite (``bench.driver.cli``; see
+``actorkv bench --help``). ``actorkv demo [DIR]`` writes key-value events to a log, reopens
+it, reads them back and prints what it did: a one-minute tour of the storage engine.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import tempfile
 import time
@@ -57,16 +59,36 @@ def demo(directory: Path, count: int) -> int:
     return 0 if ok else 1
 
 
+def bench(argv: list[str]) -> int:
+    """Run the benchmarking suite with ``argv`` (its own options; see ``--help``)."""
+    try:
+        driver = importlib.import_module("bench.driver.cli")  # not imported by the library
+    except ImportError as exc:
+        print(f"actorkv bench: the benchmarking suite is not importable ({exc})", file=sys.stderr)
+        return 2
+    status: int = driver.main(argv)
+    return status
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``actorkv`` console script."""
     parser = argparse.ArgumentParser(prog="actorkv", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser(
+        "bench",
+        add_help=False,  # --help goes to the suite's own parser
+        help="run the benchmarking suite (actorkv bench --help for its options)",
+    )
     demo_parser = commands.add_parser("demo", help="write, reopen and read back a log")
     demo_parser.add_argument(
         "directory", nargs="?", type=Path, help="log directory (default: a temporary one)"
     )
     demo_parser.add_argument("--count", type=int, default=1000, help="puts to write (default 1000)")
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "bench":
+        return bench(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.directory is not None:
         return demo(args.directory, args.count)
     with tempfile.TemporaryDirectory(prefix="actorkv-demo-") as tmp:
