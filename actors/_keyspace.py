@@ -25,6 +25,7 @@ from actors._host import ActorStats, Command
 from actors._keyspace_actor import DeleteOp, KeySpaceActor, PutOp, Receipt
 from storage.codec import encode_value
 from storage.errors import InvalidKey, InvalidOption, InvalidValue
+from storage.kvstate import Entry as StoredEntry
 from storage.kvstate import KVState
 
 if TYPE_CHECKING:  # Python 3.10 has no typing.Self
@@ -127,7 +128,7 @@ class KeySpace(MutableMapping[Any, Any]):
         expires_at = entry.expires_at
         if expires_at is not None and expires_at <= self._clock():
             return default
-        return self._decode(entry.value)
+        return entry.value if entry.decoded else self._decode(entry.value)
 
     def get_entry(self, key: Any) -> Entry | None:
         """Value, version, seq and expiry of ``key``, or None. O(1)."""
@@ -135,15 +136,15 @@ class KeySpace(MutableMapping[Any, Any]):
         entry = self._state.get(key)
         if entry is None:
             return None
-        return Entry(self._decode(entry.value), entry.version, entry.seq, entry.expires_at)
+        return Entry(self._value(entry), entry.version, entry.seq, entry.expires_at)
 
     def get_many(self, keys: Iterable[Any]) -> dict[Any, Any]:
         """The values of those ``keys`` that exist, read as one snapshot. O(k)."""
         keys = list(keys)
         for key in keys:
             self._check_key_type(key)
-        decode = self._decode
-        return {key: decode(entry.value) for key, entry in self._state.get_many(keys).items()}
+        value = self._value
+        return {key: value(entry) for key, entry in self._state.get_many(keys).items()}
 
     def range(
         self,
@@ -168,7 +169,7 @@ class KeySpace(MutableMapping[Any, Any]):
             raise ValueError(msg)
         found = self._state.scan(start, stop, reverse=reverse, limit=limit)
         decode = self._decode
-        return ((key, decode(entry.value)) for key, entry in found)
+        return ((key, e.value if e.decoded else decode(e.value)) for key, e in found)
 
     def prefix(
         self, prefix: Any, *, reverse: bool = False, limit: int | None = None
@@ -176,6 +177,9 @@ class KeySpace(MutableMapping[Any, Any]):
         """``(key, value)`` for every key starting with ``prefix``, in key order."""
         self._check_key_type(prefix)
         return self.range(prefix or None, _prefix_end(prefix), reverse=reverse, limit=limit)
+
+    def _value(self, entry: StoredEntry) -> Any:
+        return entry.value if entry.decoded else self._decode(entry.value)
 
     def __getitem__(self, key: Any) -> Any:
         """The value of ``key``; KeyError if missing."""

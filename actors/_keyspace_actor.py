@@ -62,8 +62,11 @@ class KeySpaceActor(EventSourcedActor[KVState]):
     # every event itself: re-decoding a 1,000-put batch to check it cost 7% of the batch.
     check_event_fields = False
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.time, *, decode_scalars: bool = True
+    ) -> None:
         self._clock = clock
+        self._decode_scalars = decode_scalars
 
     def initial_state(self) -> KVState:
         return KVState(self._clock)
@@ -72,7 +75,11 @@ class KeySpaceActor(EventSourcedActor[KVState]):
         seq = self.record_seq
         match event:
             case Put(key=key, value=value, expires_at=expires_at):
-                state.stage_put(key, bytes(value), seq, expires_at)
+                data = bytes(value)
+                if self._decode_scalars and data[0] in _SCALAR_MARKERS:
+                    state.stage_put(key, _decode(data), seq, expires_at, decoded=True)
+                else:
+                    state.stage_put(key, data, seq, expires_at)
             case Delete(key=key):
                 state.stage_delete(key)
             case Expired(keys=keys):
@@ -162,6 +169,32 @@ class KeySpaceActor(EventSourcedActor[KVState]):
     def _version_of(self, key: Any) -> int:
         entry = self.state.pending.get(key)
         return 0 if entry is None else entry.version
+
+
+# First bytes of MessagePack scalars whose Python value is immutable: nil, bools, ints,
+# floats, str, bin. Such values are decoded once when written, not on every read, so a get
+# is a dict lookup (40% of a get's time was the decode). Arrays, maps and extension types
+# (lists, dicts, datetimes) stay encoded: a reader gets a fresh copy it may mutate.
+_SCALAR_MARKERS = frozenset(
+    [
+        *range(0x80),  # positive fixint
+        *range(0xA0, 0xC0),  # fixstr
+        0xC0,
+        0xC2,
+        0xC3,  # nil, false, true
+        0xC4,
+        0xC5,
+        0xC6,  # bin 8/16/32
+        0xCA,
+        0xCB,  # float 32/64
+        *range(0xCC, 0xD4),  # uint/int 8-64
+        0xD9,
+        0xDA,
+        0xDB,  # str 8/16/32
+        *range(0xE0, 0x100),  # negative fixint
+    ]
+)
+_decode = msgspec.msgpack.Decoder().decode
 
 
 def _has_entry(state: KVState, key: Any) -> bool:

@@ -173,7 +173,12 @@ class Store:
                     raise InvalidOption(msg)
                 return running
             handle, actor = self._start(
-                self.path / KEYSPACES_DIR / name, KeySpaceActor, (self._clock,), {}
+                self.path / KEYSPACES_DIR / name,
+                KeySpaceActor,
+                (self._clock,),
+                # Scalars are decoded once at write time only when reads decode untyped:
+                # with a value_type, "2024-01-01" may have to become a datetime.
+                {"decode_scalars": value_type is None},
             )
             keyspace = KeySpace(name, handle, actor.state, options)
             self._keyspaces[name] = keyspace

@@ -38,20 +38,23 @@ __all__ = ["Entry", "KVState"]
 
 
 class Entry(msgspec.Struct, frozen=True, gc=False):
-    """One key's committed value (48 bytes: no GC header, four slots).
+    """One key's committed value (56 bytes: no GC header, five slots).
 
     Attributes:
-        value: The value, MessagePack-encoded; decoded on read.
+        value: The value: MessagePack bytes decoded on every read, or, if ``decoded``,
+            the value itself (only immutable ones: bytes, str, numbers, bools, None).
         version: How many times the key was written since it last did not exist (1 on
             creation).
         seq: Sequence number of the log record that wrote it.
         expires_at: When it stops being visible (seconds since the epoch), or None.
+        decoded: Whether ``value`` is already decoded.
     """
 
-    value: bytes
+    value: Any
     version: int
     seq: int
     expires_at: float | None = None
+    decoded: bool = False
 
 
 class KVState:
@@ -75,7 +78,9 @@ class KVState:
             return None
         return entry
 
-    def stage_put(self, key: Any, value: bytes, seq: int, expires_at: float | None) -> Entry:
+    def stage_put(
+        self, key: Any, value: Any, seq: int, expires_at: float | None, *, decoded: bool = False
+    ) -> Entry:
         """Stage a write of ``key``; returns the new entry. O(1).
 
         The version counts on from the stored entry even if it has expired: expiry changes
@@ -83,7 +88,8 @@ class KVState:
         """
         pending = self.pending
         previous = pending[key] if key in pending else self.entries.get(key)
-        entry = Entry(value, 1 if previous is None else previous.version + 1, seq, expires_at)
+        version = 1 if previous is None else previous.version + 1
+        entry = Entry(value, version, seq, expires_at, decoded)
         self.pending[key] = entry
         return entry
 
