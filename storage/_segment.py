@@ -29,6 +29,7 @@ from storage._format import (
 from storage._framing import Record, parse_records, record_is_valid_at
 from storage.errors import CorruptLog
 
+_KEEP_NONE = 2**64  # a min_seq no record reaches
 READ_CHUNK_BYTES = 1 << 20  # 1 MiB: large enough that per-chunk overhead vanishes in replay
 
 
@@ -159,7 +160,7 @@ def scan_segment(
 
 def scan_to_end(path: Path, base_seq: int) -> ScanEnd:
     """Check every record of a segment without keeping them; returns how the scan ended."""
-    scan = scan_segment(path, base_seq)
+    scan = scan_segment(path, base_seq, min_seq=_KEEP_NONE)  # check CRCs, copy no payloads
     while True:
         try:
             next(scan)
