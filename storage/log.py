@@ -381,7 +381,7 @@ class SegmentedLog:
                 f"the log in {self.directory} refuses writes after an I/O error "
                 f"({self._failure}); close and reopen it to recover from what is on disk"
             )
-            raise WriteFailed(msg)
+            raise WriteFailed(msg) from self._failure
 
     def _roll(self) -> None:
         """Seal the active segment and start a new one at ``last_seq + 1``."""
