@@ -51,6 +51,7 @@ class RunContext:
         scratch: Where fresh databases are created (one new directory per measurement).
         progress: Called with a short label as each measurement starts.
         notices: One-line notices (skipped peers, ...), shown at the end and in the report.
+        engines: Engine names to run (``--engines``); None runs every engine.
     """
 
     records: int
@@ -61,6 +62,7 @@ class RunContext:
     scratch: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
     progress: Callable[[str], None] = lambda _label: None
     notices: list[str] = field(default_factory=list)
+    engines: tuple[str, ...] | None = None
 
     def rng(self, salt: str = "") -> random.Random:
         """A generator seeded by the run seed and ``salt`` (stable across runs)."""
@@ -122,7 +124,7 @@ def measure(
     each one's latency in the given :class:`Latencies` (or none, for bulk workloads where a
     per-operation latency means nothing). Percentiles come from the median run.
     """
-    ctx.progress(f"{workload} / {engine}")
+    ctx.progress(f"{workload} / {engine} ({durability})")
     runs: list[tuple[float, Latencies]] = []
     for _ in range(ctx.repeats):
         latencies = Latencies()
