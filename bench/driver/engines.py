@@ -12,6 +12,10 @@ peers store the same dict as one MessagePack blob, encoded on write and decoded 
 
 Peers are optional: :func:`engine_specs` skips one whose module is not installed with a
 one-line notice on the run context.
+
+Threads: an adapter is used by one thread at a time unless :meth:`Engine.for_another_thread`
+says otherwise. The key space benchmarks (``bench/test_bench_keyspace.py``) use the durable
+``SQLite("FULL")`` and ``LMDB(sync=True)`` from here, from 16 writer threads.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ _encode_record = msgspec.msgpack.Encoder().encode
 _decode_record = msgspec.msgpack.Decoder(dict[str, bytes]).decode
 
 LMDB_MAP_BYTES = 4 << 30  # address space only: the file is sparse on Linux
+SQLITE_BUSY_TIMEOUT_S = 60  # a writer on another connection waits for the write lock, not fails
 
 
 class Engine:
@@ -71,6 +76,14 @@ class Engine:
 
     def close(self) -> None:
         raise NotImplementedError
+
+    def for_another_thread(self) -> Engine:
+        """An adapter on the same open database for another thread to use concurrently.
+
+        By default ``self``: the adapter is thread-safe, so threads share it and it is closed
+        once. Adapters whose handle belongs to one thread override this.
+        """
+        return self
 
     # Records: an encoded blob by default; actorkv overrides with a native document.
     def put_record(self, key: bytes, record: Record) -> None:
@@ -132,7 +145,12 @@ class ActorKV(Engine):
 
 
 class SQLite(Engine):
-    """sqlite3 in WAL mode: a ``WITHOUT ROWID`` table, one autocommit transaction per put."""
+    """sqlite3 in WAL mode: a ``WITHOUT ROWID`` table, one autocommit transaction per put.
+
+    A connection serves one thread at a time; :meth:`for_another_thread` opens another
+    connection on the same file (sqlite3 serializes writers on its write lock, and a busy
+    writer waits up to ``SQLITE_BUSY_TIMEOUT_S``). ``close`` closes those connections too.
+    """
 
     name = "sqlite3"
 
@@ -146,12 +164,28 @@ class SQLite(Engine):
         )
 
     def open(self, directory: Path) -> None:
-        self.db = sqlite3.connect(directory / "bench.sqlite", isolation_level=None)
+        self._connect(directory / "bench.sqlite")
+        self.db.execute("CREATE TABLE kv (k BLOB PRIMARY KEY, v BLOB) WITHOUT ROWID")
+
+    def _connect(self, path: Path) -> None:
+        # check_same_thread=False: a connection may be opened in one thread and used in
+        # another (never by two at once); synchronous is per connection, so set on each.
+        self.path = path
+        self.db = sqlite3.connect(
+            path, isolation_level=None, timeout=SQLITE_BUSY_TIMEOUT_S, check_same_thread=False
+        )
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute(f"PRAGMA synchronous={self.synchronous}")
-        self.db.execute("CREATE TABLE kv (k BLOB PRIMARY KEY, v BLOB) WITHOUT ROWID")
         self._put = "INSERT OR REPLACE INTO kv (k, v) VALUES (?, ?)"
         self._execute = self.db.execute
+        self._others: list[SQLite] = []
+
+    def for_another_thread(self) -> SQLite:
+        """A new connection on the same file, at the same ``synchronous``; closed by ``close``."""
+        other = SQLite(self.synchronous)
+        other._connect(self.path)
+        self._others.append(other)
+        return other
 
     def put(self, key: bytes, value: bytes) -> None:
         self._execute(self._put, (key, value))
@@ -171,11 +205,19 @@ class SQLite(Engine):
         self.db.execute("COMMIT")
 
     def close(self) -> None:
+        for other in self._others:
+            other.close()
         self.db.close()
 
 
 class LMDB(Engine):
-    """lmdb: one write transaction per put, one read transaction per get or scan."""
+    """lmdb: one write transaction per put, one read transaction per get or scan.
+
+    Thread-safe: LMDB forbids opening an environment twice in one process, so threads share
+    this adapter (:meth:`Engine.for_another_thread` returns it). Each call opens and ends its
+    own transaction in the calling thread; LMDB serializes write transactions on its writer
+    lock, and a get sees the newest committed write.
+    """
 
     name = "lmdb"
 
@@ -187,7 +229,7 @@ class LMDB(Engine):
     def open(self, directory: Path) -> None:
         import lmdb
 
-        self.env = lmdb.open(str(directory), map_size=LMDB_MAP_BYTES, sync=self.sync)
+        self.env = lmdb.open(str(directory), map_size=LMDB_MAP_BYTES, sync=self.sync, metasync=True)
         self._begin = self.env.begin
 
     def put(self, key: bytes, value: bytes) -> None:
