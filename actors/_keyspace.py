@@ -342,7 +342,8 @@ class KeySpace(MutableMapping[Any, Any]):
             raise InvalidKey(msg)
 
     def _check_key(self, key: Any) -> None:
-        self._check_key_type(key)
+        if type(key) is not self._key_type:  # the exact type needs no further check
+            self._check_key_type(key)
         if isinstance(key, str):
             try:
                 # ASCII text is its own UTF-8 (and isascii() is a flag check, O(1)).
@@ -383,7 +384,8 @@ class KeySpace(MutableMapping[Any, Any]):
         self, key: Any, value: Any, ttl: float | None, expect_version: int | None
     ) -> tuple[Any, msgspec.Raw, float | None, int | None]:
         self._check_key(key)
-        _check_expect(expect_version)
+        if expect_version is not None:
+            _check_expect(expect_version)
         expires_at = None
         if ttl is not None:
             if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl < math.inf:

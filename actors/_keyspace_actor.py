@@ -74,21 +74,28 @@ class KeySpaceActor(EventSourcedActor[KVState]):
     def apply(self, state: KVState, event: KVEvent) -> KVState:
         seq = self.record_seq
         match event:
-            case Put(key=key, value=value, expires_at=expires_at):
-                data = bytes(value)
-                if self._decode_scalars and data[0] in _SCALAR_MARKERS:
-                    state.stage_put(key, _decode(data), seq, expires_at, decoded=True)
-                else:
-                    state.stage_put(key, data, seq, expires_at)
+            case Put():
+                self._stage_put(state, event, seq)
             case Delete(key=key):
                 state.stage_delete(key)
             case Expired(keys=keys):
                 for key in keys:
                     state.stage_delete(key)
             case Batch(events=events):
-                for inner in events:
-                    self.apply(state, inner)
+                stage_put = self._stage_put
+                for inner in events:  # a batch's hot loop: no match, no recursion
+                    if type(inner) is Put:
+                        stage_put(state, inner, seq)
+                    else:
+                        self.apply(state, inner)
         return state
+
+    def _stage_put(self, state: KVState, put: Put, seq: int) -> None:
+        data = bytes(put.value)
+        if self._decode_scalars and data[0] in _SCALAR_MARKERS:
+            state.stage_put(put.key, _decode(data), seq, put.expires_at, decoded=True)
+        else:
+            state.stage_put(put.key, data, seq, put.expires_at)
 
     def on_persisted(self) -> None:
         self.state.commit()
@@ -119,21 +126,26 @@ class KeySpaceActor(EventSourcedActor[KVState]):
     def write_batch(self, ops: Sequence[PutOp | DeleteOp]) -> Receipt | None:
         """Apply every op or none: all version checks pass before anything is emitted."""
         now = self._clock()
-        state = self.state
+        pending = self.state.pending
+        stored_get = self.state.entries.get
         versions: dict[Any, int] = {}  # what each key's version will be, op by op
         events: list[Put | Delete | Expired] = []
         stale: list[Any] = []
-        for op in ops:
+        for op in ops:  # once per key of a batch: locals, no helper calls
             key = op.key
-            if key in versions:
-                actual = versions[key]
-            else:
-                live = state.current(key, now)
-                actual = 0 if live is None else live.version
-                if live is None and _has_entry(state, key):
-                    stale.append(key)
-            _check_version(key, actual, op.expect_version)
-            if isinstance(op, PutOp):
+            actual = versions.get(key)
+            if actual is None:
+                stored = pending[key] if key in pending else stored_get(key)
+                if stored is None:
+                    actual = 0
+                elif stored.expires_at is not None and stored.expires_at <= now:
+                    actual = 0
+                    stale.append(key)  # expired, not yet swept: record its expiry first
+                else:
+                    actual = stored.version
+            if op.expect_version is not None and op.expect_version != actual:
+                raise VersionConflict(key, op.expect_version, actual)
+            if type(op) is PutOp:
                 events.append(Put(key, op.value, op.expires_at))
                 versions[key] = actual + 1
             else:
