@@ -141,6 +141,11 @@ def replay(
 class ActorHost(pykka.ThreadingActor):
     """Runs one EventSourcedActor's commands in its own thread and persists their events."""
 
+    # A store left open must not keep the interpreter from exiting: with non-daemon actor
+    # threads, exit waits for them forever. Open stores are closed by an atexit hook instead
+    # (see actors._store), which flushes and syncs before the threads go.
+    use_daemon_thread = True
+
     @staticmethod
     def _create_actor_inbox() -> queue.SimpleQueue[Any]:
         # pykka's hook for actor implementations. SimpleQueue (C) instead of queue.Queue

@@ -6,10 +6,12 @@ per custom actor, ``PATH/actors/NAME/``.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -107,7 +109,9 @@ class Store:
         lock = DirectoryLock.acquire(directory)
         for leftover in (directory / KEYSPACES_DIR).glob(f"{DROPPED_PREFIX}*"):
             shutil.rmtree(leftover)  # a drop cut short by a crash: its name is already gone
-        return cls(directory, options, lock, on_replay, clock, sweep_interval)
+        store = cls(directory, options, lock, on_replay, clock, sweep_interval)
+        _OPEN_STORES.add(store)
+        return store
 
     def spawn(
         self, name: str, actor_class: type[A], /, *args: Any, **kwargs: Any
@@ -283,6 +287,7 @@ class Store:
             self._closed = True
             handles = list(self._handles.values())
             handles += [keyspace._actor for keyspace in self._keyspaces.values()]
+        _OPEN_STORES.discard(self)
         self._stop_sweeper.set()
         if self._sweeper is not None:
             self._sweeper.join()
@@ -315,3 +320,17 @@ class Store:
             f"<Store {self.path} keyspaces={sorted(self._keyspaces)} "
             f"actors={sorted(self._handles)} fsync={self.options.fsync}>"
         )
+
+
+_OPEN_STORES: weakref.WeakSet[Store] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_stores() -> None:
+    """Close every store still open at interpreter exit.
+
+    Queued commands are answered and logs synced; the actor threads are daemons, so nothing
+    else would do it.
+    """
+    for store in list(_OPEN_STORES):
+        store.close()

@@ -228,3 +228,28 @@ def test_kill_9_loses_no_acknowledged_command_and_invents_none(tmp_path):
 @pytest.mark.skipif(os.environ.get("ACTORKV_LONG") != "1", reason="set ACTORKV_LONG=1")
 def test_kill_9_loses_no_acknowledged_command_over_many_rounds(tmp_path):
     run_crash_rounds(tmp_path, rounds=50, seed=1128)
+
+
+LEFT_OPEN = """
+import sys
+from actors import Store
+store = Store.open(sys.argv[1], fsync="never")
+keyspace = store.keyspace("k")
+futures = [keyspace.put_async(f"k{i}", i) for i in range(500)]
+print("leaving without close", flush=True)
+"""
+
+
+def test_a_store_left_open_neither_blocks_exit_nor_loses_queued_writes(tmp_path):
+    child = subprocess.run(
+        [sys.executable, "-c", LEFT_OPEN, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert child.returncode == 0, child.stderr
+    with Store.open(tmp_path) as store:
+        keyspace = store.keyspace("k")
+        assert len(keyspace) == 500
+        assert keyspace.get("k499") == 499
