@@ -69,6 +69,14 @@ def list_segments(directory: Path) -> list[Segment]:
     return found
 
 
+def remove_unfinished_segments(directory: Path) -> None:
+    """Delete ``*.seg.tmp`` files: rolls that crashed before their rename (header only)."""
+    for entry in os.scandir(directory):
+        name = entry.name
+        if name.endswith(TMP_SUFFIX) and parse_segment_name(name[: -len(TMP_SUFFIX)]) is not None:
+            _fileio.remove(Path(entry.path))
+
+
 def check_chain(directory: Path, segments: list[Segment]) -> None:
     """Check every segment header and the links between consecutive segments.
 
@@ -105,13 +113,7 @@ def recover(directory: Path) -> RecoveredLog:
         CorruptLog: Damage that is not a torn tail of the newest segment.
 
     """
-    for entry in os.scandir(directory):
-        if (
-            entry.name.endswith(TMP_SUFFIX)
-            and parse_segment_name(entry.name[: -len(TMP_SUFFIX)]) is not None
-        ):
-            # A roll that crashed before its rename: the file holds only a header.
-            _fileio.remove(Path(entry.path))
+    remove_unfinished_segments(directory)
     segments = list_segments(directory)
     if not segments:
         path = create_segment(directory, base_seq=1, prev_base=0)

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from storage import _fileio
-from storage._format import BROKEN_SUFFIX, TMP_SUFFIX, parse_segment_name
+from storage._format import BROKEN_SUFFIX
 from storage._lock import DirectoryLock
-from storage._recovery import Segment, list_segments
+from storage._recovery import Segment, list_segments, remove_unfinished_segments
 from storage._segment import create_segment, read_header, scan_to_end
 from storage.errors import CorruptLog
 
@@ -69,11 +69,7 @@ def repair(path: str | os.PathLike[str]) -> RepairReport:
     directory = Path(path)
     lock = DirectoryLock.acquire(directory)
     try:
-        for entry in os.scandir(directory):
-            if entry.name.endswith(TMP_SUFFIX):
-                base = parse_segment_name(entry.name[: -len(TMP_SUFFIX)])
-                if base is not None:
-                    _fileio.remove(Path(entry.path))
+        remove_unfinished_segments(directory)
         segments = list_segments(directory)
         report = _repair_segments(directory, segments)
         _fileio.fsync_dir(directory)
