@@ -109,8 +109,11 @@ class KeySpaceActor(EventSourcedActor[KVState]):
         self, key: Any, value: msgspec.Raw, expires_at: float | None, expect_version: int | None
     ) -> Receipt:
         now = self._clock()
-        _check_version(key, self.state.current(key, now), expect_version)
-        stale = self._stale(key, now)
+        stored = self.state.stored(key)
+        expired = stored is not None and stored.expired(now)
+        _check_version(key, None if expired else stored, expect_version)
+        # Over an expired, unswept key: record its expiry first, so the version restarts.
+        stale = (Expired((key,), now),) if expired else ()
         self.emit(*stale, Put(key, value, expires_at))
         return Receipt(self.record_seq, self._version_of(key))
 
@@ -126,8 +129,7 @@ class KeySpaceActor(EventSourcedActor[KVState]):
     def write_batch(self, ops: Sequence[PutOp | DeleteOp]) -> Receipt | None:
         """Apply every op or none: all version checks pass before anything is emitted."""
         now = self._clock()
-        pending = self.state.pending
-        stored_get = self.state.entries.get
+        stored_of = self.state.stored
         versions: dict[Any, int] = {}  # what each key's version will be, op by op
         events: list[Put | Delete | Expired] = []
         stale: list[Any] = []
@@ -135,10 +137,10 @@ class KeySpaceActor(EventSourcedActor[KVState]):
             key = op.key
             actual = versions.get(key)
             if actual is None:
-                stored = pending[key] if key in pending else stored_get(key)
+                stored = stored_of(key)
                 if stored is None:
                     actual = 0
-                elif stored.expires_at is not None and stored.expires_at <= now:
+                elif stored.expired(now):
                     actual = 0
                     stale.append(key)  # expired, not yet swept: record its expiry first
                 else:
@@ -172,12 +174,6 @@ class KeySpaceActor(EventSourcedActor[KVState]):
             self.emit(Expired(tuple(keys), now))
         return len(keys)
 
-    def _stale(self, key: Any, now: float) -> tuple[Expired, ...]:
-        """An Expired event for ``key`` if it is stored but past its time, else nothing."""
-        if self.state.current(key, now) is None and _has_entry(self.state, key):
-            return (Expired((key,), now),)
-        return ()
-
     def _version_of(self, key: Any) -> int:
         entry = self.state.pending.get(key)
         return 0 if entry is None else entry.version
@@ -207,13 +203,6 @@ _SCALAR_MARKERS = frozenset(
     ]
 )
 _decode = msgspec.msgpack.Decoder().decode
-
-
-def _has_entry(state: KVState, key: Any) -> bool:
-    """Whether ``key`` is stored at all, expired or not (pending layer first)."""
-    if key in state.pending:
-        return state.pending[key] is not None
-    return key in state.entries
 
 
 def _check_version(key: Any, live: Entry | int | None, expect_version: int | None) -> None:

@@ -56,6 +56,10 @@ class Entry(msgspec.Struct, frozen=True, gc=False):
     expires_at: float | None = None
     decoded: bool = False
 
+    def expired(self, now: float) -> bool:
+        """Whether the entry is past its ``expires_at`` at ``now``."""
+        return self.expires_at is not None and self.expires_at <= now
+
 
 class KVState:
     """Sorted, versioned key-value state with a durable layer and a pending layer."""
@@ -70,11 +74,15 @@ class KVState:
 
     # -- writer side (one thread) ------------------------------------------------------------
 
-    def current(self, key: Any, now: float) -> Entry | None:
-        """The live entry of ``key`` as the writer sees it (pending first), or None. O(1)."""
+    def stored(self, key: Any) -> Entry | None:
+        """The entry of ``key`` as the writer sees it (pending first), expired or not. O(1)."""
         pending = self.pending
-        entry = pending[key] if key in pending else self.entries.get(key)
-        if entry is None or (entry.expires_at is not None and entry.expires_at <= now):
+        return pending[key] if key in pending else self.entries.get(key)
+
+    def current(self, key: Any, now: float) -> Entry | None:
+        """The live entry of ``key`` as the writer sees it, or None if absent or expired."""
+        entry = self.stored(key)
+        if entry is None or entry.expired(now):
             return None
         return entry
 
@@ -86,8 +94,7 @@ class KVState:
         The version counts on from the stored entry even if it has expired: expiry changes
         versions only through an explicit deletion, so replay never depends on the clock.
         """
-        pending = self.pending
-        previous = pending[key] if key in pending else self.entries.get(key)
+        previous = self.stored(key)
         version = 1 if previous is None else previous.version + 1
         entry = Entry(value, version, seq, expires_at, decoded)
         self.pending[key] = entry
