@@ -121,12 +121,9 @@ def recover(directory: Path) -> RecoveredLog:
     check_chain(directory, segments)
     newest = segments[-1]
     end = scan_to_end(newest.path, newest.base_seq)
-    if end.problem is None and end.group_start is None:
+    if end.clean:
         return RecoveredLog(segments, end.next_seq - 1, end.offset, None)
-    cut_offset, last_seq = end.offset, end.next_seq - 1
-    if end.group_start is not None:
-        cut_offset, first_of_group = end.group_start
-        last_seq = first_of_group - 1
+    cut_offset, last_seq = end.cut_point()
     reason = end.problem or "the final group of records is incomplete"
     if end.problem is not None:
         # A torn write leaves nothing valid behind it; an intact later record means the

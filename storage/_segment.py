@@ -59,6 +59,18 @@ class ScanEnd(NamedTuple):
     group_start: tuple[int, int] | None
     problem: str | None
 
+    @property
+    def clean(self) -> bool:
+        """Whether the segment ended on a complete group with no bad record."""
+        return self.problem is None and self.group_start is None
+
+    def cut_point(self) -> tuple[int, int]:
+        """``(offset, last_seq)`` to cut at: before the bad record, or before an open group."""
+        if self.group_start is not None:
+            offset, first_of_group = self.group_start
+            return offset, first_of_group - 1
+        return self.offset, self.next_seq - 1
+
 
 def encode_header(base_seq: int, prev_base: int) -> bytes:
     """The 32 header bytes of a segment starting at ``base_seq``."""

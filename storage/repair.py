@@ -97,11 +97,8 @@ def _repair_segments(directory: Path, segments: list[Segment]) -> RepairReport:
         except CorruptLog as damage:
             return _cut(directory, segments, index, None, next_seq - 1, damage)
         end = scan_to_end(segment.path, segment.base_seq)
-        cut_offset, last_seq = end.offset, end.next_seq - 1
-        if end.group_start is not None:
-            cut_offset, first_of_group = end.group_start
-            last_seq = first_of_group - 1
-        if end.problem is not None or end.group_start is not None:
+        if not end.clean:
+            cut_offset, last_seq = end.cut_point()
             reason = end.problem or "incomplete final group"
             bad_record = CorruptLog(segment.path, cut_offset, reason)
             return _cut(directory, segments, index, cut_offset, last_seq, bad_record)
