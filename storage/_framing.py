@@ -39,7 +39,6 @@ class ParseStop(NamedTuple):
             open (its last record had ``GROUP_CONTINUES``), or None.
         problem: Why the record at ``pos`` cannot be trusted, or None if the buffer simply
             ended (possibly inside a record) or ``max_seq`` was reached.
-
     """
 
     pos: int
@@ -57,7 +56,6 @@ def encode_records(first_seq: int, payloads: Sequence[bytes]) -> bytes:
     Raises:
         InvalidValue: A payload is not bytes or is larger than ``MAX_PAYLOAD_BYTES``.
             Nothing is returned, so nothing reaches the log.
-
     """
     for index, payload in enumerate(payloads):
         unchecked: object = payload  # typed callers pass bytes; untyped ones may not
@@ -129,7 +127,6 @@ def parse_records(
 
     Returns:
         Where parsing stopped, and why (see :class:`ParseStop`).
-
     """
     unpack = RECORD_HEADER.unpack_from
     crc32 = zlib.crc32

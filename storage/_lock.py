@@ -30,7 +30,6 @@ class DirectoryLock:
 
         Raises:
             StoreLocked: Another open handle holds the lock; names its pid.
-
         """
         path = directory / LOCK_FILE
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)

@@ -38,7 +38,6 @@ class TailCut:
         bytes_cut: How many bytes were removed.
         side_file: Where the removed bytes were kept.
         reason: What was wrong with the first record cut.
-
     """
 
     segment: Path
@@ -83,7 +82,6 @@ def check_chain(directory: Path, segments: list[Segment]) -> None:
     Raises:
         CorruptLog: A bad header, a name that disagrees with its header, or a missing,
             duplicated or reordered segment.
-
     """
     previous: Segment | None = None
     for segment in segments:
@@ -111,7 +109,6 @@ def recover(directory: Path) -> RecoveredLog:
 
     Raises:
         CorruptLog: Damage that is not a torn tail of the newest segment.
-
     """
     remove_unfinished_segments(directory)
     segments = list_segments(directory)

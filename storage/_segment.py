@@ -50,7 +50,6 @@ class ScanEnd(NamedTuple):
         next_seq: Sequence number the next record would carry.
         group_start: ``(offset, seq)`` of a group left open at ``offset``, or None.
         problem: Why the record at ``offset`` is bad, or None (clean end, or ``max_seq``).
-
     """
 
     offset: int
@@ -83,7 +82,6 @@ def read_header(path: Path) -> SegmentHeader:
 
     Raises:
         CorruptLog: The header is short, has a bad magic, version, flags or CRC.
-
     """
     with path.open("rb") as file:
         raw = file.read(SEGMENT_HEADER_SIZE)

@@ -83,7 +83,6 @@ def encode_event(event: KVEvent) -> bytes:
     Raises:
         InvalidValue: Something in the event (usually the value) cannot be encoded as
             MessagePack; the message names the type.
-
     """
     try:
         return ENCODER.encode(event)
@@ -98,7 +97,6 @@ def decode_event(data: bytes) -> KVEvent:
     Raises:
         msgspec.DecodeError: ``data`` is not a key-value event; the caller knows where the
             bytes came from and reports it (for a log record, as ``CorruptLog``).
-
     """
     event: KVEvent = DECODER.decode(data)
     return event

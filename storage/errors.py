@@ -71,7 +71,6 @@ class VersionConflict(ActorKVError):
         key: The key whose version did not match.
         expected: The version the caller expected (0 means "must not exist").
         actual: The key's current version (0 if it does not exist).
-
     """
 
     def __init__(self, key: object, expected: int, actual: int) -> None:
@@ -101,7 +100,6 @@ class StoreLocked(ActorKVError):
     Attributes:
         path: The locked directory.
         pid: The holder's process id as written in its LOCK file, or None if unknown.
-
     """
 
     def __init__(self, path: str | Path, pid: int | None) -> None:
@@ -125,7 +123,6 @@ class CorruptLog(ActorKVError):
         path: The damaged file (or directory, for a problem between segments).
         offset: The byte offset of the damage within ``path`` (0 for whole-file problems).
         reason: What is wrong, in words.
-
     """
 
     def __init__(self, path: str | Path, offset: int, reason: str) -> None:

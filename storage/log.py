@@ -54,7 +54,6 @@ class LogOptions:
             apart; a crash can lose the writes of that window. ``"never"``: the operating
             system decides when data reaches the disk; a crash can lose anything unsynced.
         fsync_interval: Seconds between background fsyncs under ``"interval"``.
-
     """
 
     segment_bytes: int = DEFAULT_SEGMENT_BYTES
@@ -142,7 +141,6 @@ class SegmentedLog:
             InvalidOption: An option is out of range.
             StoreLocked: Another handle holds the directory.
             CorruptLog: Damage other than a torn tail of the newest segment.
-
         """
         options = LogOptions(segment_bytes, fsync, fsync_interval)
         directory = Path(path)
@@ -173,7 +171,6 @@ class SegmentedLog:
             InvalidValue: A payload is not bytes or is too large; nothing was written.
             WriteFailed: The write or fsync failed, or an earlier one did; reopen the log.
             KeyspaceClosed: The log is closed.
-
         """
         with self._mutex:
             self._check_writable()
@@ -210,7 +207,6 @@ class SegmentedLog:
         Raises:
             WriteFailed: The fsync failed, or an earlier write did; reopen the log.
             KeyspaceClosed: The log is closed.
-
         """
         with self._mutex:
             self._check_writable()
@@ -265,7 +261,6 @@ class SegmentedLog:
             ValueError: ``from_seq`` is below 1.
             CorruptLog: (while iterating) a damaged record, a gap or an overlap, with the
                 file and offset.
-
         """
         if isinstance(from_seq, bool) or not isinstance(from_seq, int) or from_seq < 1:
             msg = f"from_seq must be an int >= 1, got {from_seq!r}"
@@ -282,7 +277,6 @@ class SegmentedLog:
 
         Raises:
             CorruptLog: The first damaged record, gap or overlap found.
-
         """
         return sum(1 for _ in self.read())
 

@@ -38,7 +38,6 @@ class RepairReport:
         bytes_cut: Bytes removed from the damaged segment, plus the size of every segment
             removed after it.
         backups: The ``.broken`` copies kept.
-
     """
 
     last_seq: int
@@ -64,7 +63,6 @@ def repair(path: str | os.PathLike[str]) -> RepairReport:
 
     Raises:
         StoreLocked: The log is open elsewhere.
-
     """
     directory = Path(path)
     lock = DirectoryLock.acquire(directory)

@@ -95,7 +95,6 @@ class FaultInjector(_Patch):
     Attributes:
         calls: How many calls of ``operation`` were seen since install.
         injected: How many of them were made to fail.
-
     """
 
     def __init__(
@@ -313,7 +312,6 @@ class DurabilityTracker(_Patch):
                 the disk. Default: exactly the synced bytes.
             zero_fill: Keep the file's length but zero the bytes past the surviving ones, as
                 a file system that allocated blocks but never wrote them would.
-
         """
         outcome: dict[Path, int | None] = {}
         with self._mutex:
