@@ -14,6 +14,7 @@ import pytest
 import storage._fileio
 from actors import ActorStopped, KeyspaceClosed, Store, WriteFailed
 from tests.actors.conftest import TIMEOUT, ProbeCounter, reopened_value
+from tests.storage.faults import FsyncGate
 
 THREADS = 32
 PER_THREAD = 200
@@ -72,24 +73,10 @@ def test_fsync_never_writes_groups_without_fsyncs(store_path):
     assert reopened_value(store_path) == 5
 
 
-class BlockingFsync:
-    """Stands in for ``storage._fileio.fsync``: every call waits until ``release`` is set."""
-
-    def __init__(self) -> None:
-        self.real = storage._fileio.fsync
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    def __call__(self, fd: int) -> None:
-        self.entered.set()
-        assert self.release.wait(TIMEOUT), "the test never released fsync"
-        self.real(fd)
-
-
 def test_replies_in_a_group_wait_until_its_record_is_durable(store, monkeypatch):
     counter = store.spawn("counter", ProbeCounter)
     counter.increment(1).get(timeout=TIMEOUT)
-    blocking = BlockingFsync()
+    blocking = FsyncGate(TIMEOUT)
     monkeypatch.setattr(storage._fileio, "fsync", blocking)
     gate = threading.Event()
     held = counter.hold(gate)  # the actor thread waits; the next commands queue up

@@ -21,6 +21,7 @@ import pytest
 from actors import KeySpace, Receipt, Store, VersionConflict
 from storage import _fileio
 from tests.keyspace.conftest import TIMEOUT, wait_until
+from tests.storage.faults import FsyncGate
 
 RUN_SECONDS = 1.5
 GROUP = [f"g:{i}" for i in range(10)]
@@ -192,18 +193,11 @@ def test_a_write_is_invisible_to_every_read_until_its_fsync_returns(
     ks: KeySpace, monkeypatch: pytest.MonkeyPatch
 ):
     ks.put("before", 0)
-    syncing, release = threading.Event(), threading.Event()
-    real_fsync = _fileio.fsync
-
-    def gated_fsync(fd: int) -> None:
-        syncing.set()
-        release.wait(TIMEOUT)
-        real_fsync(fd)
-
-    monkeypatch.setattr(_fileio, "fsync", gated_fsync)
+    gate = FsyncGate(TIMEOUT)
+    monkeypatch.setattr(_fileio, "fsync", gate)
     single = ks.put_async("k", 1)
     try:
-        assert syncing.wait(TIMEOUT), "the put never reached fsync"
+        assert gate.entered.wait(TIMEOUT), "the put never reached fsync"
         assert ks.get("k") is None
         assert "k" not in ks
         assert ks.get_entry("k") is None
@@ -211,7 +205,7 @@ def test_a_write_is_invisible_to_every_read_until_its_fsync_returns(
         assert list(ks.range()) == [("before", 0)]
         assert len(ks) == 1
     finally:
-        release.set()
+        gate.release.set()
     assert single.get(timeout=TIMEOUT).version == 1
     assert ks.get("k") == 1
 
@@ -247,17 +241,10 @@ def test_aput_raises_version_conflict_into_the_awaiting_task(ks: KeySpace):
 def test_an_abandoned_aput_does_not_strand_other_writers_in_its_group(
     ks: KeySpace, monkeypatch: pytest.MonkeyPatch
 ):
-    syncing, release = threading.Event(), threading.Event()
-    real_fsync = _fileio.fsync
-
-    def gated_fsync(fd: int) -> None:
-        syncing.set()
-        release.wait(TIMEOUT)
-        real_fsync(fd)
-
-    monkeypatch.setattr(_fileio, "fsync", gated_fsync)
+    gate = FsyncGate(TIMEOUT)
+    monkeypatch.setattr(_fileio, "fsync", gate)
     first = ks.put_async("x", 0)  # holds the actor in fsync while the next group queues
-    assert syncing.wait(TIMEOUT)
+    assert gate.entered.wait(TIMEOUT)
 
     async def abandon_an_aput() -> None:
         task = asyncio.ensure_future(ks.aput("a", 1))
@@ -266,7 +253,7 @@ def test_an_abandoned_aput_does_not_strand_other_writers_in_its_group(
 
     asyncio.run(abandon_an_aput())
     other = ks.put_async("b", 2)  # same group as the abandoned aput
-    release.set()
+    gate.release.set()
     assert first.get(timeout=TIMEOUT).version == 1
     assert wait_until(lambda: ks.get("b") == 2)  # durable and visible...
     assert other.get(timeout=2.0) == Receipt(ks.last_seq, 1)  # ...so it must be answered

@@ -23,6 +23,7 @@ import pytest
 from actors import ActorStopped, EventSourcedActor, KeySpace, KeyspaceClosed, Store
 from storage import _fileio
 from tests.reliability.conftest import TIMEOUT
+from tests.storage.faults import FsyncGate
 
 NAMES = ("a", "b", "c")
 Model = dict[str, dict[str, tuple[Any, int]]]  # key space -> key -> (value, version)
@@ -326,30 +327,13 @@ def close_under_load(path: Path, round_number: int) -> None:
         assert tally_after == tally_before + tally_acked[0]
 
 
-class GatedFsync:
-    """Stands in for ``_fileio.fsync``: the first call waits for :attr:`release`."""
-
-    def __init__(self, real: Callable[[int], None]) -> None:
-        self.real = real
-        self.entered = threading.Event()
-        self.release = threading.Event()
-        self.calls = 0
-
-    def __call__(self, fd: int) -> None:
-        self.calls += 1
-        if self.calls == 1:
-            self.entered.set()
-            self.release.wait(TIMEOUT)
-        self.real(fd)
-
-
 def test_an_asyncio_caller_whose_loop_closed_does_not_strand_the_rest_of_its_group(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     """Regression: _LoopFuture.set used to raise on a closed loop inside ActorHost._flush."""
     with Store.open(tmp_path / "store") as store:
         ks = store.keyspace("a")
-        gate = GatedFsync(_fileio.fsync)
+        gate = FsyncGate(TIMEOUT)
         monkeypatch.setattr(_fileio, "fsync", gate)
         first = ks.put_async("first", 1)  # its fsync holds the actor; the rest queue up
         assert gate.entered.wait(TIMEOUT)

@@ -21,7 +21,7 @@ import actors._events
 from actors import CorruptLog, KeySpace, Receipt, Store, WriteFailed
 from storage import _fileio, repair
 from tests.reliability.conftest import TIMEOUT
-from tests.storage.faults import DurabilityTracker, FaultInjector
+from tests.storage.faults import DurabilityTracker, FaultInjector, FsyncGate
 from tests.storage.helpers import flip_bit, record_offsets, segment_paths
 
 ERRNOS = pytest.mark.parametrize("error", [errno.ENOSPC, errno.EIO], ids=["ENOSPC", "EIO"])
@@ -105,23 +105,6 @@ def test_the_nth_failed_write_or_fsync_fails_that_put_and_every_later_one(
     assert_reopens_with(path, "other", expected_other)
 
 
-class GatedFsync:
-    """Stands in for ``_fileio.fsync``: the first call waits for :attr:`release`."""
-
-    def __init__(self) -> None:
-        self.real = _fileio.fsync
-        self.entered = threading.Event()
-        self.release = threading.Event()
-        self.calls = 0
-
-    def __call__(self, fd: int) -> None:
-        self.calls += 1
-        if self.calls == 1:
-            self.entered.set()
-            self.release.wait(TIMEOUT)
-        self.real(fd)
-
-
 @pytest.mark.parametrize(
     ("operation", "error", "partial"),
     [
@@ -139,7 +122,7 @@ def test_a_failed_group_of_many_concurrent_callers_fails_every_one_and_leaves_no
     with Store.open(path) as store:
         ks = store.keyspace("ks")
         ks.put("k0", "durable")
-        gate = GatedFsync()
+        gate = FsyncGate(TIMEOUT)
         monkeypatch.setattr(_fileio, "fsync", gate)
         with FaultInjector(operation, nth=2, error=error, partial=partial) as fault:
             first = ks.put_async("first", 1)  # its fsync holds the actor: the rest queue up

@@ -33,7 +33,7 @@ from storage import _fileio
 if TYPE_CHECKING:  # Python 3.10 has no typing.Self
     from typing_extensions import Self
 
-__all__ = ["OPERATIONS", "DurabilityTracker", "FaultInjector"]
+__all__ = ["OPERATIONS", "DurabilityTracker", "FaultInjector", "FsyncGate"]
 
 OPERATIONS = (
     "create",
@@ -156,6 +156,30 @@ class FaultInjector(_Patch):
 
         self._wrap(self.operation, make)
         return self
+
+
+class FsyncGate:
+    """Stands in for ``_fileio.fsync``: every call waits until :attr:`release` is set.
+
+    Holds a writer inside its fsync so a test can look at what readers see meanwhile, or let
+    the next group queue up behind it. :attr:`entered` is set by the first call; a call that
+    waits longer than ``timeout`` fails, so a test that forgets to release cannot hang.
+    """
+
+    def __init__(self, timeout: float = 30.0) -> None:
+        self.real = _fileio.fsync  # captured before the test patches it in
+        self.timeout = timeout
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.calls = 0
+
+    def __call__(self, fd: int) -> None:
+        self.calls += 1
+        self.entered.set()
+        if not self.release.wait(self.timeout):
+            msg = "the test never released fsync"
+            raise AssertionError(msg)
+        self.real(fd)
 
 
 @dataclass
