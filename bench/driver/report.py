@@ -21,6 +21,7 @@ PARAM_KEYS = ("writers", "log_records", "accounts", "records")
 """``extra`` keys that are parameters of a measurement: rows match only if they agree."""
 
 SWEEP = "group_commit_sweep"
+RECOVERY = "recovery"
 Groups = Sequence[tuple[str, list[Row]]]
 
 
@@ -152,8 +153,7 @@ def _headline(rows: Sequence[Row]) -> list[str]:
     columns: dict[str, None] = {}
     cells: dict[tuple[str, str], str] = {}
     for row in rows:
-        mismatched = "ratio is against" in row.notes
-        if row.engine == "actorkv" or row.ratio_to_actorkv is None or mismatched:
+        if row.engine == "actorkv" or row.ratio_to_actorkv is None or _mismatched(row):
             continue
         column = f"{row.engine} ({durability_class(row)})"
         workload = row.workload + (f" x{row.extra['writers']}" if "writers" in row.extra else "")
@@ -239,7 +239,11 @@ def write_markdown(
 
 
 def write_charts(directory: Path, groups: Groups, ctx: RunContext) -> list[Path]:
-    """Throughput per engine per workload (one PNG per group) and the group-commit sweep."""
+    """Write the PNG charts into ``directory``; returns their paths in the order written.
+
+    One ``throughput_<group>.png`` per group (ratios to actorkv), ``group_commit_sweep.png``
+    and ``recovery.png`` (open time against log size). Without matplotlib: a notice, no charts.
+    """
     try:
         import matplotlib as mpl
 
@@ -250,13 +254,25 @@ def write_charts(directory: Path, groups: Groups, ctx: RunContext) -> list[Path]
         return []
     written = []
     for group, rows in groups:
-        bars = [row for row in rows if row.workload != SWEEP and row.ops_per_s > 0]
+        bars = [row for row in rows if row.workload not in {SWEEP, RECOVERY} and _rated(row)]
         if bars:
-            written.append(_throughput_chart(plt, directory / f"throughput_{group}.png", bars))
+            path = directory / f"throughput_{group}.png"
+            written.append(_save(plt, throughput_figure(plt, bars), path))
     sweep = [row for _, rows in groups for row in rows if row.workload == SWEEP]
     if sweep:
-        written.append(_sweep_chart(plt, directory / "group_commit_sweep.png", sweep))
+        written.append(_save(plt, sweep_figure(plt, sweep), directory / "group_commit_sweep.png"))
+    recovery = [row for _, rows in groups for row in rows if row.workload == RECOVERY]
+    if recovery:
+        written.append(_save(plt, recovery_figure(plt, recovery), directory / "recovery.png"))
     return written
+
+
+def _save(plt: Any, figure: Any, path: Path) -> Path:
+    try:
+        figure.savefig(path, dpi=110)
+    finally:
+        plt.close(figure)
+    return path
 
 
 def durability_class(row: Row) -> str:
@@ -266,9 +282,19 @@ def durability_class(row: Row) -> str:
     return "durable" if is_durable(row) else "not durable"
 
 
+def _rated(row: Row) -> bool:
+    return row.ops_per_s > 0 and math.isfinite(row.ops_per_s)
+
+
+def _mismatched(row: Row) -> bool:
+    """Whether ``row``'s ratio is against an actorkv row of the other durability class."""
+    return "ratio is against" in row.notes
+
+
 def _label(row: Row) -> str:
     params = ", ".join(f"{row.extra[key]:,} {key}" for key in PARAM_KEYS[:3] if key in row.extra)
-    return f"{row.engine} ({durability_class(row)})" + (f"\n{params}" if params else "")
+    label = f"{row.engine} ({durability_class(row)})" + (f"\n{params}" if params else "")
+    return label + (" *" if _mismatched(row) else "")
 
 
 def _short(value: float) -> str:
@@ -278,68 +304,193 @@ def _short(value: float) -> str:
     return f"{value:.3g}"
 
 
-def _throughput_chart(plt: Any, path: Path, rows: list[Row]) -> Path:
+NOT_DURABLE_HATCH = "//"
+"""Hatch of bars that measured writes not fsynced; drawn in the bar's black edge colour."""
+
+
+_TEXT_BOX = {"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 0.5}
+"""Behind an annotation, so the reference line does not run through its digits."""
+
+
+def throughput_figure(plt: Any, rows: list[Row]) -> Any:
+    """Ratios to actorkv, one panel per workload, one bar per row, on a linear axis from 0.
+
+    A bar's length is the row's ``ratio_to_actorkv`` (its ops/s over actorkv's at the same
+    workload, parameters and durability class), so actorkv's own rows are 1.0 and a dashed
+    line marks 1.0; each bar is annotated with the ratio and the absolute ops/s. Rows
+    without a ratio get no bar, only the note. Not durable rows are hatched; ``*`` marks a
+    ratio against actorkv's row of the other durability class.
+    """
+    from matplotlib.patches import Patch
+
     workloads = list(dict.fromkeys(row.workload for row in rows))
     columns = min(3, len(workloads))
     lines = math.ceil(len(workloads) / columns)
     figure, axes = plt.subplots(
-        lines, columns, figsize=(5.2 * columns, 0.9 + 2.6 * lines), squeeze=False
+        lines, columns, figsize=(5.2 * columns, 0.8 + 2.6 * lines), squeeze=False
     )
     engines = sorted({row.engine for row in rows}, key=lambda e: (e != "actorkv", e))
     colours = {engine: plt.cm.tab10(i % 10) for i, engine in enumerate(engines)}
     for axis, workload in zip(axes.flat, workloads, strict=False):
         chosen = [row for row in rows if row.workload == workload]
         chosen.sort(key=lambda r: (r.engine != "actorkv", r.engine, not is_durable(r)))
-        labels = [_label(row) for row in chosen]
+        ratios = [row.ratio_to_actorkv for row in chosen]
         axis.barh(
             range(len(chosen)),
-            [row.ops_per_s for row in chosen],
+            [ratio or 0.0 for ratio in ratios],
             color=[colours[row.engine] for row in chosen],
-            hatch=["" if is_durable(row) else "//" for row in chosen],
+            edgecolor="black",  # hatches take the edge colour; without one they may not show
+            linewidth=0.6,
+            hatch=["" if is_durable(row) else NOT_DURABLE_HATCH for row in chosen],
         )
-        axis.set_yticks(range(len(chosen)), labels, fontsize=7)
+        axis.set_yticks(range(len(chosen)), [_label(row) for row in chosen], fontsize=7)
         axis.invert_yaxis()
-        axis.set_xscale("log")
-        rates = [row.ops_per_s for row in chosen]
-        low, high = math.floor(math.log10(min(rates))), math.ceil(math.log10(max(rates)) + 0.3)
-        axis.set_xlim(10.0**low, 10.0**high)  # whole decades: bar lengths compare honestly
-        axis.xaxis.set_minor_formatter(plt.NullFormatter())
-        for y, rate in enumerate(rates):
-            axis.text(rate, y, f" {_short(rate)}", va="center", fontsize=6)
+        axis.axvline(1.0, color="black", linestyle="--", linewidth=0.8)
+        highest = max([1.0, *(ratio for ratio in ratios if ratio is not None)])
+        axis.set_xlim(0.0, highest * 1.45)  # room for the annotations right of the bars
+        for y, (row, ratio) in enumerate(zip(chosen, ratios, strict=True)):
+            text = f"{_short(row.ops_per_s)} ops/s, no actorkv row to compare"
+            if ratio is not None:
+                text = f"{fmt_ratio(ratio)}x ({_short(row.ops_per_s)} ops/s)"
+            axis.text(ratio or 0.0, y, f" {text}", va="center", fontsize=6, bbox=_TEXT_BOX)
         axis.set_title(workload, fontsize=9)
-        axis.set_xlabel("ops/s (log)", fontsize=7)
+        axis.set_xlabel("ops/s ÷ actorkv ops/s (linear; 1 = actorkv)", fontsize=7)
         axis.tick_params(axis="x", labelsize=7)
     for axis in list(axes.flat)[len(workloads) :]:
         axis.set_visible(False)
-    figure.suptitle("Throughput per engine (hatched: not durable)", fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    key = [
+        Patch(facecolor="white", edgecolor="black", label="durable (fsync per commit)"),
+        Patch(facecolor="white", edgecolor="black", hatch=NOT_DURABLE_HATCH, label="not durable"),
+    ]
+    if any(_mismatched(row) for row in rows):
+        key.append(Patch(color="none", label="* vs actorkv's row of the other durability"))
+    inches = figure.get_figheight()  # the header is laid out in inches from the top
+    figure.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - 0.7 / inches))  # before the header
+    figure.suptitle(
+        "Throughput relative to actorkv at the same workload and durability\n"
+        "right of the dashed line: faster than actorkv",
+        y=1.0 - 0.08 / inches,
+        fontsize=10,
+    )
+    figure.legend(
+        handles=key,
+        loc="upper center",
+        bbox_to_anchor=(0.5, 1.0 - 0.52 / inches),
+        ncols=3,
+        fontsize=7,
+        frameon=False,
+    )
+    return figure
 
 
-def _sweep_chart(plt: Any, path: Path, rows: list[Row]) -> Path:
+def sweep_figure(plt: Any, rows: list[Row]) -> Any:
+    """Durable puts/s and fsyncs per put against concurrent writers, y axes linear from 0.
+
+    The writer counts double, so the x axis is log2; each ops/s point is annotated.
+    """
     figure, (rate, fsyncs) = plt.subplots(1, 2, figsize=(11, 4))
-    for label in dict.fromkeys(f"{row.engine}: {row.durability}" for row in rows):
+    labels = list(dict.fromkeys(f"{row.engine}: {row.durability}" for row in rows))
+    annotated: list[tuple[float, float, Any]] = []
+    for label in labels:
         series = sorted(
             (row for row in rows if f"{row.engine}: {row.durability}" == label),
             key=lambda r: r.extra.get("writers", 0),
         )
         writers = [row.extra.get("writers", 0) for row in series]
-        rate.plot(writers, [row.ops_per_s for row in series], marker="o", label=label)
+        rates = [row.ops_per_s for row in series]
+        (line,) = rate.plot(writers, rates, marker="o", label=label)
+        annotated += [(x, y, line.get_color()) for x, y in zip(writers, rates, strict=True)]
         per_op = [(row.extra.get("writers", 0), row.extra.get("fsyncs_per_op")) for row in series]
         points = [(w, f) for w, f in per_op if f is not None]
         if points:
             fsyncs.plot(*zip(*points, strict=True), marker="o", label=label)
     for axis, title in ((rate, "durable puts per second"), (fsyncs, "fsyncs per put")):
         axis.set_xscale("log", base=2)
-        axis.set_xlabel("concurrent writers")
+        axis.xaxis.set_major_formatter(lambda value, _position: f"{value:g}")
+        axis.set_xlabel("concurrent writers (log2 axis)")
         axis.set_title(title, fontsize=10)
+        axis.set_ylim(bottom=0.0)
         axis.grid(alpha=0.3)
-    rate.set_yscale("log")
+    rate.set_ylim(top=rate.get_ylim()[1] * 1.08)  # room for the top annotations
+    _annotate_rates(rate, annotated)
+    rate.set_ylabel("ops/s (linear, from 0)")
+    rate.yaxis.set_major_formatter(lambda value, _position: _short(value))
     rate.legend(fontsize=7)
     figure.suptitle("Group-commit sweep", fontsize=11)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return figure
+
+
+def _annotate_rates(axis: Any, points: list[tuple[float, float, Any]]) -> None:
+    """Label each ``(x, y, colour)`` point with its value where the label does not collide.
+
+    Above the point if the next point up at the same x is at least a tenth of the axis
+    away; else below it, or to its right when below would cross the x axis.
+    """
+    room = 0.1 * axis.get_ylim()[1]
+    for x, y, colour in points:
+        higher = [other for other_x, other, _ in points if other_x == x and other > y]
+        place = {"xytext": (0, 5), "ha": "center", "va": "bottom"}
+        if higher and min(higher) - y < room:
+            place = {"xytext": (0, -5), "ha": "center", "va": "top"}
+            if y < room:
+                place = {"xytext": (6, 0), "ha": "left", "va": "center"}
+        axis.annotate(
+            _short(y), (x, y), textcoords="offset points", fontsize=6, color=colour, **place
+        )
+
+
+def recovery_figure(plt: Any, rows: list[Row]) -> Any:
+    """Open time (s) against log size (records), both axes linear from 0.
+
+    Each point is ``extra["open_seconds"]`` (the median open: ``Store.open`` + replay + first
+    get) at ``extra["log_records"]``; a table in the empty lower right corner gives every
+    point's records, bytes and seconds (the smallest logs sit close to the origin). A dotted
+    line through the origin and the largest log shows where time proportional to size would
+    put the others.
+    """
+    points = sorted(
+        (
+            row.extra.get("log_records", row.ops),
+            row.extra.get("open_seconds", row.seconds),
+            row.extra.get("log_bytes"),
+        )
+        for row in rows
+    )
+    records = [point[0] for point in points]
+    seconds = [point[1] for point in points]
+    figure, axis = plt.subplots(figsize=(6.4, 4.2))
+    axis.plot(
+        [0, records[-1]],
+        [0, seconds[-1]],
+        linestyle=":",
+        color="grey",
+        linewidth=1,
+        label="proportional to log size",
+    )
+    axis.plot(records, seconds, marker="o", label="actorkv: measured open time")
+    table = [f"{'records':>10} {'MB':>7} {'open s':>8}"] + [
+        f"{count:>10,} {'-' if size is None else f'{size / 1e6:.3g}':>7} {time_s:>8.3g}"
+        for count, time_s, size in points
+    ]
+    axis.text(
+        0.97,
+        0.04,
+        "\n".join(table),
+        transform=axis.transAxes,
+        ha="right",
+        va="bottom",
+        family="monospace",
+        fontsize=7,
+        bbox={"facecolor": "white", "edgecolor": "lightgrey"},
+    )
+    axis.set_xlim(0, records[-1] * 1.05)
+    axis.set_ylim(0, max(seconds) * 1.1)
+    axis.xaxis.set_major_formatter(lambda value, _position: f"{value:,.0f}")
+    axis.set_xlabel("log size (records, one put each; linear)")
+    axis.set_ylabel("open time, s (open + replay + first get; linear)")
+    axis.set_title("Recovery: open time against log size", fontsize=10)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7, loc="upper left")
+    figure.tight_layout()
+    return figure
