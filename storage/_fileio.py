@@ -7,6 +7,7 @@ to fail the Nth call with ENOSPC or EIO, or to record what was made durable.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -14,6 +15,8 @@ __all__ = [
     "create",
     "fsync",
     "fsync_dir",
+    "make_dir",
+    "make_dirs",
     "open_append",
     "open_read",
     "open_write",
@@ -22,6 +25,7 @@ __all__ = [
     "truncate",
     "unused_name",
     "write_all",
+    "write_file",
 ]
 
 
@@ -53,6 +57,28 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
+def write_file(path: Path, data: bytes) -> None:
+    """Create ``path`` holding ``data`` and fsync it; on failure remove it again.
+
+    The directory entry is the caller's to make durable (``fsync_dir``), or to replace by a
+    rename first.
+
+    Raises:
+        OSError: The file could not be written (nothing is left behind, if removable).
+    """
+    fd = create(path)
+    try:
+        try:
+            write_all(fd, data)
+            fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        with contextlib.suppress(OSError):
+            remove(path)
+        raise
+
+
 def fsync(fd: int) -> None:
     """Flush a file's data and metadata to stable storage."""
     os.fsync(fd)
@@ -65,6 +91,35 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def make_dir(path: Path) -> None:
+    """Create one directory (its parent must exist); the caller fsyncs the parent.
+
+    Raises:
+        FileExistsError: ``path`` exists already.
+    """
+    path.mkdir()
+
+
+def make_dirs(path: Path) -> None:
+    """Create ``path`` and any missing parents, each one durable before it is used.
+
+    A directory entry is only as durable as its parent directory: after every ``mkdir`` the
+    parent is fsynced, so a log created in a brand-new directory survives a power loss with
+    its directory. Existing components are left alone (and are not fsynced again).
+    """
+    missing: list[Path] = []
+    current = path
+    while not current.exists():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # made meanwhile by another opener
+            make_dir(directory)
+        fsync_dir(directory.parent)
 
 
 def truncate(fd: int, size: int) -> None:

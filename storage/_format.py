@@ -13,6 +13,7 @@ TMP_SUFFIX: Final = ".tmp"
 CUT_SUFFIX: Final = ".cut-"
 BROKEN_SUFFIX: Final = ".broken"
 LOCK_FILE: Final = "LOCK"
+MANIFEST_FILE: Final = "MANIFEST"
 SEGMENT_NAME_DIGITS: Final = 20
 
 # magic, version, flags, base_seq, prev_base; then header_crc over those 28 bytes.

@@ -3,6 +3,11 @@
 ``fcntl.flock`` locks belong to an open file description, so a second open of the same
 directory conflicts even inside the same process, and the kernel drops the lock when the
 owner dies (kill -9 included): a stale LOCK file never blocks a restart.
+
+The same sharing makes ``fork`` dangerous: a child inherits the descriptor, and its
+``LOCK_UN`` would unlock the parent's directory while the parent still writes. So a lock
+remembers the process that took it, and a release from any other process only closes that
+process's copy of the descriptor.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import os
 from pathlib import Path
 
 from storage._format import LOCK_FILE
-from storage.errors import StoreLocked
+from storage.errors import OpenFailed, StoreLocked
 
 
 class DirectoryLock:
@@ -23,6 +28,8 @@ class DirectoryLock:
         """Wrap an already locked descriptor; use :meth:`acquire`."""
         self.directory = directory
         self._fd: int | None = fd
+        self.owner_pid = os.getpid()
+        """The process that took the lock; only it may unlock."""
 
     @classmethod
     def acquire(cls, directory: Path) -> DirectoryLock:
@@ -30,9 +37,14 @@ class DirectoryLock:
 
         Raises:
             StoreLocked: Another open handle holds the lock; names its pid.
+            OpenFailed: The LOCK file could not be created or written (no space, no file
+                descriptors, no permission).
         """
         path = directory / LOCK_FILE
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise OpenFailed(path, exc, "creating the lock file") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -42,16 +54,25 @@ class DirectoryLock:
         except BaseException:
             os.close(fd)
             raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:
+            os.close(fd)  # also drops the lock: nobody else holds this description
+            raise OpenFailed(path, exc, "writing the lock file") from exc
         return cls(directory, fd)
 
     def release(self) -> None:
-        """Unlock; safe to call twice."""
+        """Unlock; safe to call twice.
+
+        In a forked child this only closes the child's copy of the descriptor: the lock
+        stays with the parent, which owns it.
+        """
         if self._fd is not None:
             fd, self._fd = self._fd, None
-            with contextlib.suppress(OSError):
-                fcntl.flock(fd, fcntl.LOCK_UN)
+            if os.getpid() == self.owner_pid:
+                with contextlib.suppress(OSError):
+                    fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
 

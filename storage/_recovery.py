@@ -135,24 +135,24 @@ def recover(directory: Path) -> RecoveredLog:
 
 
 def _cut_tail(path: Path, offset: int, size: int, reason: str) -> TailCut:
-    """Keep ``path[offset:]`` in a side file, then truncate ``path`` at ``offset``."""
+    """Keep ``path[offset:]`` in a side file, then truncate ``path`` at ``offset``.
+
+    The side file is made durable (its data, then its directory entry) before the segment
+    is truncated: the copy may be the only one left of those bytes. If it cannot be written
+    (a full disk), it is removed again and nothing is truncated.
+    """
     side_file = _fileio.unused_name(path.with_name(f"{path.name}{CUT_SUFFIX}{offset}"))
     with path.open("rb") as source:
         source.seek(offset)
         torn = source.read()
-    fd = _fileio.create(side_file)
-    try:
-        _fileio.write_all(fd, torn)
-        _fileio.fsync(fd)
-    finally:
-        os.close(fd)
+    _fileio.write_file(side_file, torn)
+    _fileio.fsync_dir(path.parent)
     fd = _fileio.open_write(path)
     try:
         _fileio.truncate(fd, offset)
         _fileio.fsync(fd)
     finally:
         os.close(fd)
-    _fileio.fsync_dir(path.parent)
     logger.warning(
         "cut a torn tail of %d bytes from %s at offset %d (%s); the bytes are kept in %s",
         size - offset,

@@ -8,6 +8,7 @@ segments are never written again.
 from __future__ import annotations
 
 import os
+import re
 import zlib
 from collections.abc import Generator
 from dataclasses import dataclass
@@ -16,7 +17,9 @@ from typing import NamedTuple
 
 from storage import _fileio
 from storage._format import (
+    FLAG_GROUP_CONTINUES,
     FORMAT_VERSION,
+    KNOWN_RECORD_FLAGS,
     RECORD_HEADER_SIZE,
     RECORD_SEQ_OFFSET,
     SEGMENT_HEADER_BODY,
@@ -30,6 +33,7 @@ from storage._framing import Record, parse_records, record_is_valid_at
 from storage.errors import CorruptLog
 
 _KEEP_NONE = 2**64  # a min_seq no record reaches
+assert KNOWN_RECORD_FLAGS == FLAG_GROUP_CONTINUES == 1, "update _plausible_headers' flag byte"
 READ_CHUNK_BYTES = 1 << 20  # 1 MiB: large enough that per-chunk overhead vanishes in replay
 
 
@@ -183,23 +187,43 @@ def find_later_record(path: Path, from_offset: int, after_seq: int) -> int | Non
     """Offset of an intact record numbered above ``after_seq`` at or after ``from_offset``.
 
     Used after a bad record E at the end of the newest segment: if any record after it is
-    intact, the damage is in the middle of the log, not a torn tail. Candidates are found by
-    searching for the upper seven bytes of the sequence numbers E + 1 onwards, so records up
-    to at least 256 places after the damage are recognised; each candidate's CRC is checked.
+    intact, however far away, the damage is in the middle of the log, not a torn tail.
+    Every byte offset to the end of the file is a candidate. A regular expression finds, at
+    C speed, the offsets whose header fields are plausible (a length within the limit, a
+    sequence number in the range the rest of the file could hold, flags and reserved bits
+    of this format version); only those have their CRC checked. About 1 s per 64 MiB of
+    garbage on a 2-core machine; it runs only when recovery found damage.
     """
     with path.open("rb") as file:
         file.seek(from_offset)
         tail = file.read()
     first = after_seq + 1
-    highest = after_seq + len(tail) // RECORD_HEADER_SIZE
-    for high in range(first >> 8, (highest >> 8) + 1)[:2]:
-        needle = high.to_bytes(7, "little")
-        hit = tail.find(needle)
-        while hit != -1:
-            start = hit - 1 - RECORD_SEQ_OFFSET
-            if start >= 0:
-                seq = int.from_bytes(tail[start + RECORD_SEQ_OFFSET : hit + 7], "little")
-                if first <= seq <= highest and record_is_valid_at(tail, start, seq):
-                    return from_offset + start
-            hit = tail.find(needle, hit + 1)
+    highest = after_seq + len(tail) // RECORD_HEADER_SIZE  # every record takes >= 20 bytes
+    for candidate in _plausible_headers(first, highest).finditer(tail):
+        start = candidate.start()
+        seq = int.from_bytes(
+            tail[start + RECORD_SEQ_OFFSET : start + RECORD_SEQ_OFFSET + 8], "little"
+        )
+        if first <= seq <= highest and record_is_valid_at(tail, start, seq):
+            return from_offset + start
     return None
+
+
+def _plausible_headers(first: int, highest: int) -> re.Pattern[bytes]:
+    """A zero-width pattern matching wherever a record header numbered in range could start.
+
+    Header bytes (``docs/format.md``): crc 0..3 (anything), length 4..7 (little-endian, at
+    most 2^28, so byte 7 <= 0x10), seq 8..15, flags 16..17 (0 or GROUP_CONTINUES), reserved
+    18..19 (0). The seq's upper five bytes take one value per 2^24 seqs, so the range needs
+    only a few alternatives; when they are zero, the lower three cannot all be (seq >= 1),
+    which keeps a zero-filled tail from matching at every offset.
+    """
+    alternatives = []
+    for high in range(first >> 24, (highest >> 24) + 1):
+        if high == 0:
+            alternatives.append(rb"(?!\x00\x00\x00)...\x00\x00\x00\x00\x00")
+        else:
+            alternatives.append(b"..." + re.escape(high.to_bytes(5, "little")))
+    seq = b"(?:" + b"|".join(alternatives) + b")"
+    # Byte 16, the low byte of flags: 0 or GROUP_CONTINUES, the only flag of version 1.
+    return re.compile(rb"(?=.{7}[\x00-\x10]" + seq + rb"[\x00\x01]\x00\x00\x00)", re.DOTALL)

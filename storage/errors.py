@@ -8,12 +8,19 @@ Every error actorkv raises on purpose derives from one root, so callers can catc
     │   ├── InvalidKey
     │   ├── InvalidValue
     │   ├── InvalidName
-    │   └── InvalidOption
+    │   ├── InvalidOption
+    │   └── NotALog                         a path that holds no log (repair, read)
+    ├── InvalidOperation                    a call not allowed here (used batch, close in a command)
     ├── VersionConflict                     compare-and-set saw another version
     ├── KeyspaceClosed                      the key space or store was closed
-    │   └── ActorStopped                    an actor stopped before answering a command
+    │   ├── ActorStopped                    an actor stopped before answering a command
+    │   └── StoreForked                     a handle inherited by a forked child process
+    ├── StopTimeout                         actors that did not stop in time (still locked)
     ├── StoreLocked                         another process or handle owns the directory
+    ├── OpenFailed                          the system refused a file or directory (ENOSPC, EMFILE)
     ├── CorruptLog                          damaged bytes that recovery must not guess about
+    ├── ReplayFailed                        an actor's apply raised while replaying its log
+    ├── ValueTypeMismatch                   a stored value does not decode as the value_type
     └── WriteFailed                         a write or fsync failed; writes refused until reopen
 
 Context travels as attributes (``CorruptLog.path``, ``StoreLocked.pid``, ...), and every
@@ -22,6 +29,9 @@ message says what to do next.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = [
@@ -31,10 +41,17 @@ __all__ = [
     "InvalidInput",
     "InvalidKey",
     "InvalidName",
+    "InvalidOperation",
     "InvalidOption",
     "InvalidValue",
     "KeyspaceClosed",
+    "NotALog",
+    "OpenFailed",
+    "ReplayFailed",
+    "StopTimeout",
+    "StoreForked",
     "StoreLocked",
+    "ValueTypeMismatch",
     "VersionConflict",
     "WriteFailed",
 ]
@@ -62,6 +79,26 @@ class InvalidName(InvalidInput):
 
 class InvalidOption(InvalidInput):
     """An option (fsync policy, segment size, limit, ...) is out of its documented range."""
+
+
+class NotALog(InvalidInput):
+    """A path given as a log directory holds no log (missing, empty, or a store's root).
+
+    Attributes:
+        path: The path that was given.
+    """
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = Path(path)
+        super().__init__(f"{self.path} is not a log directory: {reason}")
+
+
+class InvalidOperation(ActorKVError):
+    """The call is not allowed in this state or from this thread.
+
+    For example a ``WriteBatch`` used outside its one ``with`` block, or ``Store.close()``
+    called from inside one of the store's own commands (which would wait for itself).
+    """
 
 
 class VersionConflict(ActorKVError):
@@ -94,6 +131,34 @@ class ActorStopped(KeyspaceClosed):
     """
 
 
+class StoreForked(KeyspaceClosed):
+    """A store or handle was inherited by a forked child process; it belongs to the parent.
+
+    The child must not write, flush, close or unlock what its parent owns (the directory
+    lock is shared across ``fork``), so every use of an inherited store raises this. Open
+    the store in the child only after the parent has closed it, or use the store only in
+    the parent and pass data to the child another way.
+    """
+
+
+class StopTimeout(ActorKVError):
+    """Some actors did not stop within the timeout; the directory stays locked until they do.
+
+    Attributes:
+        names: The actors (and key spaces) still running.
+    """
+
+    def __init__(self, names: list[str], timeout: float) -> None:
+        self.names = list(names)
+        self.timeout = timeout
+        super().__init__(
+            f"{len(self.names)} actor(s) did not stop within {timeout} s "
+            f"({', '.join(self.names)}): a command is still running; the store stays "
+            "locked until they finish (every other actor was stopped and synced). Find the "
+            "long-running command, or wait and check again"
+        )
+
+
 class StoreLocked(ActorKVError):
     """Another handle, in this or another process, holds the directory's lock.
 
@@ -110,6 +175,51 @@ class StoreLocked(ActorKVError):
             f"{self.path} is locked by {holder}; close the other store first "
             "(only one handle may own a data directory at a time)"
         )
+
+
+class OpenFailed(ActorKVError):
+    """The operating system refused to create or open a file or directory of a log.
+
+    Nothing was written. The cause is chained (``__cause__``) and its errno kept.
+
+    Attributes:
+        path: The file or directory that could not be created or opened.
+        errno: The operating system's error number (``errno.ENOSPC``, ``errno.EMFILE``, ...).
+    """
+
+    def __init__(self, path: str | Path, error: OSError, doing: str) -> None:
+        self.path = Path(path)
+        self.errno = error.errno
+        super().__init__(f"{doing} {self.path} failed: {error}; {_advice(error)}")
+
+
+@contextlib.contextmanager
+def opening(path: str | Path, doing: str) -> Iterator[None]:
+    """Turn an ``OSError`` raised inside the block into :class:`OpenFailed`.
+
+    Args:
+        path: What is being opened (the error's own file name is preferred when it has one).
+        doing: What was being done, as the start of a sentence ("opening the log in").
+    """
+    try:
+        yield
+    except OSError as exc:
+        raise OpenFailed(exc.filename or path, exc, doing) from exc
+
+
+def _advice(error: OSError) -> str:
+    advice = {
+        errno.ENOSPC: "free disk space, then open it again",
+        errno.EDQUOT: "free disk space (quota exceeded), then open it again",
+        errno.EMFILE: "too many open files in this process: close stores or raise the "
+        "limit (ulimit -n), then open it again",
+        errno.ENFILE: "too many open files on the system: close files, then open it again",
+        errno.EACCES: "check the permissions of the directory",
+        errno.EPERM: "check the permissions of the directory",
+        errno.EROFS: "the file system is read-only: remount it read-write",
+        errno.ENOTDIR: "a file stands where a directory should be: move it away",
+    }
+    return advice.get(error.errno or 0, "fix the cause, then open it again")
 
 
 class CorruptLog(ActorKVError):
@@ -132,6 +242,51 @@ class CorruptLog(ActorKVError):
         super().__init__(
             f"corrupt log {self.path} at offset {offset}: {reason}; restore from a backup "
             "or run storage.repair() on the log directory to cut at the damage (keeps a copy)"
+        )
+
+
+class ReplayFailed(ActorKVError):
+    """An actor's ``apply`` raised while replaying a record of its log.
+
+    The log is intact (every record passed its checksum); the actor's code cannot fold it.
+    Fix ``apply`` (it must be total for every event it ever emitted), then spawn again.
+
+    Attributes:
+        name: The actor.
+        seq: The sequence number of the record being replayed.
+        event: The event that ``apply`` raised on.
+    """
+
+    def __init__(self, name: str, seq: int, event: object, error: BaseException) -> None:
+        self.name = name
+        self.seq = seq
+        self.event = event
+        super().__init__(
+            f"actor {name!r}: apply raised {type(error).__name__}: {error} while replaying "
+            f"record {seq} ({event!r:.200}); apply must accept every event in the log: fix it "
+            "and spawn the actor again"
+        )
+
+
+class ValueTypeMismatch(ActorKVError):
+    """A stored value does not decode as the key space's ``value_type``.
+
+    The value was written under another ``value_type`` (or none). Nothing is lost: open the
+    key space with the type the value was written with, or without ``value_type`` to read
+    the raw value, and migrate it.
+
+    Attributes:
+        key: The key whose value did not decode.
+        value_type: The type it was read as.
+    """
+
+    def __init__(self, key: object, value_type: object, error: BaseException) -> None:
+        self.key = key
+        self.value_type = value_type
+        super().__init__(
+            f"the stored value of {key!r:.100} does not match value_type {value_type!r}: "
+            f"{error}; open the key space with the value_type it was written with (or none "
+            "to read raw values) and rewrite the value"
         )
 
 

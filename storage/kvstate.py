@@ -9,10 +9,17 @@ Two layers, so that readers never see a write before it is durable:
 When a group is durable, :meth:`KVState.commit` moves ``pending`` into ``entries`` under
 ``lock``, all at once, so no reader sees part of a group (and so never part of a batch).
 
+:meth:`KVState.apply` is the fold of the key-value events (``storage.codec``) into the
+state, the same live and on replay: the key space's actor and the CLI both use it.
+
 Readers and the lock:
 
 * :meth:`get` takes no lock: one ``dict.get`` is atomic under the GIL, and an entry object
-  is never mutated after it is stored (a write stores a new one).
+  is never mutated after it is stored (a write stores a new one). But a commit moves a
+  group key by key, so a lock-free read could see key A's new value and then key B's old
+  one from the same group. ``publishing`` is set for the whole of a commit: a reader that
+  finds it set after its lookup reads again under ``lock`` (which the commit holds), so
+  once it has seen any write of a group it sees all of them (a seqlock, in effect).
 * :meth:`scan`, :meth:`get_many` and :meth:`__len__` copy what they need under ``lock``, so
   each is a consistent snapshot between two groups; values are decoded after the lock is
   released. A scan of n keys holds the lock for about n x 0.1 us, delaying the next commit
@@ -33,6 +40,8 @@ from typing import Any
 
 import msgspec
 from sortedcontainers import SortedDict, SortedList
+
+from storage.codec import Batch, Delete, Expired, KVEvent, Put
 
 __all__ = ["Entry", "KVState"]
 
@@ -64,13 +73,24 @@ class Entry(msgspec.Struct, frozen=True, gc=False):
 class KVState:
     """Sorted, versioned key-value state with a durable layer and a pending layer."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        """Start empty. ``clock`` decides expiry (injectable for tests)."""
+    def __init__(
+        self, clock: Callable[[], float] = time.time, *, decode_scalars: bool = True
+    ) -> None:
+        """Start empty.
+
+        Args:
+            clock: Decides expiry (injectable for tests).
+            decode_scalars: Keep immutable scalar values decoded (see :meth:`apply`); off
+                when reads decode to a ``value_type``, which may turn a str into a datetime.
+        """
         self.clock = clock
+        self.decode_scalars = decode_scalars
         self.entries: SortedDict = SortedDict()
         self.expiring: SortedList = SortedList()  # (expires_at, key) of committed TTL entries
         self.pending: dict[Any, Entry | None] = {}
         self.lock = threading.Lock()
+        self.publishing = False
+        """Set while :meth:`commit` moves a group into ``entries`` (see the module notes)."""
 
     # -- writer side (one thread) ------------------------------------------------------------
 
@@ -100,6 +120,35 @@ class KVState:
         self.pending[key] = entry
         return entry
 
+    def apply(self, event: KVEvent, seq: int) -> None:
+        """Stage the changes of one key-value event written as record ``seq``.
+
+        Immutable scalar values (see ``_SCALAR_MARKERS``) are decoded here, once, when
+        ``decode_scalars`` is on, so a get of them is a dict lookup.
+        """
+        match event:
+            case Put():
+                self._stage_encoded_put(event, seq)
+            case Delete(key=key):
+                self.stage_delete(key)
+            case Expired(keys=keys):
+                for key in keys:
+                    self.stage_delete(key)
+            case Batch(events=events):
+                stage_put = self._stage_encoded_put
+                for inner in events:  # a batch's hot loop: no match, no recursion
+                    if type(inner) is Put:
+                        stage_put(inner, seq)
+                    else:
+                        self.apply(inner, seq)
+
+    def _stage_encoded_put(self, put: Put, seq: int) -> None:
+        data = bytes(put.value)
+        if self.decode_scalars and data[0] in _SCALAR_MARKERS:
+            self.stage_put(put.key, _decode(data), seq, put.expires_at, decoded=True)
+        else:
+            self.stage_put(put.key, data, seq, put.expires_at)
+
     def stage_delete(self, key: Any) -> None:
         """Stage the removal of ``key``. O(1)."""
         self.pending[key] = None
@@ -117,24 +166,28 @@ class KVState:
         entries = self.entries
         expiring = self.expiring
         with self.lock:
-            for key, entry in pending.items():
-                old = entries.get(key)
-                if old is not None and old.expires_at is not None:
-                    expiring.remove((old.expires_at, key))
-                if entry is not None and entry.expires_at is not None:
-                    expiring.add((entry.expires_at, key))
-            if len(pending) * 10 > len(entries):
-                # SortedDict.update re-sorts every key once the new ones are a tenth or more.
-                for key in [key for key, entry in pending.items() if entry is None]:
-                    entries.pop(key, None)
-                    del pending[key]
-                entries.update(pending)
-            else:
+            self.publishing = True
+            try:
                 for key, entry in pending.items():
-                    if entry is None:
+                    old = entries.get(key)
+                    if old is not None and old.expires_at is not None:
+                        expiring.remove((old.expires_at, key))
+                    if entry is not None and entry.expires_at is not None:
+                        expiring.add((entry.expires_at, key))
+                if len(pending) * 10 > len(entries):
+                    # SortedDict.update re-sorts every key once the new ones are a tenth or more.
+                    for key in [key for key, entry in pending.items() if entry is None]:
                         entries.pop(key, None)
-                    else:
-                        entries[key] = entry
+                        del pending[key]
+                    entries.update(pending)
+                else:
+                    for key, entry in pending.items():
+                        if entry is None:
+                            entries.pop(key, None)
+                        else:
+                            entries[key] = entry
+            finally:
+                self.publishing = False
         pending.clear()
 
     def discard(self) -> None:
@@ -156,12 +209,23 @@ class KVState:
     def get(self, key: Any) -> Entry | None:
         """The committed, unexpired entry of ``key``, or None. O(1), lock-free."""
         entry: Entry | None = self.entries.get(key)
+        if self.publishing:  # maybe mid-group: read again once the group is whole
+            entry = self.get_published(key)
         if entry is None:
             return None
         expires_at = entry.expires_at
         if expires_at is not None and expires_at <= self.clock():
             return None
         return entry
+
+    def get_published(self, key: Any) -> Entry | None:
+        """The committed entry of ``key`` (expired or not), read under ``lock``.
+
+        For lock-free readers that found ``publishing`` set: waits for the commit to end.
+        """
+        with self.lock:
+            entry: Entry | None = self.entries.get(key)
+            return entry
 
     def get_many(self, keys: Iterable[Any]) -> dict[Any, Entry]:
         """The committed, unexpired entries of ``keys`` that exist, as one snapshot."""
@@ -220,3 +284,29 @@ class KVState:
             )
             assert list(self.expiring) == expected
             self.entries._check()  # sortedcontainers' own invariant check
+
+
+# First bytes of MessagePack scalars whose Python value is immutable: nil, bools, ints,
+# floats, str, bin. Such values are decoded once when written, not on every read, so a get
+# is a dict lookup (40% of a get's time was the decode). Arrays, maps and extension types
+# (lists, dicts, datetimes) stay encoded: a reader gets a fresh copy it may mutate.
+_SCALAR_MARKERS = frozenset(
+    [
+        *range(0x80),  # positive fixint
+        *range(0xA0, 0xC0),  # fixstr
+        0xC0,
+        0xC2,
+        0xC3,  # nil, false, true
+        0xC4,
+        0xC5,
+        0xC6,  # bin 8/16/32
+        0xCA,
+        0xCB,  # float 32/64
+        *range(0xCC, 0xD4),  # uint/int 8-64
+        0xD9,
+        0xDA,
+        0xDB,  # str 8/16/32
+        *range(0xE0, 0x100),  # negative fixint
+    ]
+)
+_decode = msgspec.msgpack.Decoder().decode

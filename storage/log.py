@@ -29,7 +29,14 @@ from storage._framing import encode_records
 from storage._lock import DirectoryLock
 from storage._recovery import Segment, TailCut, recover
 from storage._segment import create_segment, scan_segment
-from storage.errors import CorruptLog, InvalidOption, KeyspaceClosed, WriteFailed
+from storage.errors import (
+    CorruptLog,
+    InvalidOption,
+    KeyspaceClosed,
+    StoreForked,
+    WriteFailed,
+    opening,
+)
 
 if TYPE_CHECKING:  # Python 3.10 has no typing.Self
     from typing_extensions import Self
@@ -50,9 +57,12 @@ class LogOptions:
         segment_bytes: Roll to a new segment once the active one would exceed this
             (default 64 MiB, at least 4 KiB). A single batch never spans segments.
         fsync: ``"always"`` (default): an append returns only after its fsync.
-            ``"interval"``: a background thread fsyncs at most ``fsync_interval`` seconds
-            apart; a crash can lose the writes of that window. ``"never"``: the operating
-            system decides when data reaches the disk; a crash can lose anything unsynced.
+            ``"interval"``: a background thread fsyncs every ``fsync_interval`` seconds;
+            each of its fsyncs covers every append that returned before it began, so a
+            crash can lose the appends of the last ``fsync_interval`` seconds plus one
+            fsync's time. A failed background fsync makes the log refuse writes, as a
+            failed foreground one does. ``"never"``: the operating system decides when
+            data reaches the disk; a crash can lose anything unsynced.
         fsync_interval: Seconds between background fsyncs under ``"interval"``.
     """
 
@@ -99,6 +109,7 @@ class SegmentedLog:
         self._last_seq = recovered.last_seq
         self._active_size = recovered.active_size
         self._fd = _fileio.open_append(self._segments[-1].path)
+        self._owner_pid = os.getpid()
         self._mutex = threading.Lock()
         self._failure: BaseException | None = None
         self._closed = False
@@ -109,6 +120,11 @@ class SegmentedLog:
         self.fsyncs = 0
         """How many fsyncs of segment data succeeded since open (all threads)."""
         self._always = options.fsync == "always"
+        # The background syncer fsyncs the active descriptor outside the mutex; a roll meanwhile
+        # leaves that descriptor open for the syncer to close (no dup: a dup can fail with
+        # EMFILE, and a syncer that cannot sync must never go quiet).
+        self._syncing_fd: int | None = None
+        self._retired_fd: int | None = None
         self._stop_syncer = threading.Event()
         self._syncer: threading.Thread | None = None
         if options.fsync == "interval":
@@ -141,13 +157,17 @@ class SegmentedLog:
             InvalidOption: An option is out of range.
             StoreLocked: Another handle holds the directory.
             CorruptLog: Damage other than a torn tail of the newest segment.
+            OpenFailed: The system refused a file or directory (no space, no descriptors,
+                no permission); nothing was changed that recovery relies on.
         """
         options = LogOptions(segment_bytes, fsync, fsync_interval)
         directory = Path(path)
-        directory.mkdir(parents=True, exist_ok=True)
+        with opening(directory, "creating the log directory"):
+            _fileio.make_dirs(directory)
         lock = DirectoryLock.acquire(directory)
         try:
-            return cls(directory, options, lock)
+            with opening(directory, "opening the log in"):
+                return cls(directory, options, lock)
         except BaseException:
             lock.release()
             raise
@@ -312,12 +332,15 @@ class SegmentedLog:
         """Stop the background syncer, sync (unless ``fsync="never"``), release the lock.
 
         Safe to call twice. A failed final fsync is logged, not raised: the log was already
-        refusing writes, and nothing was acknowledged as durable that was not.
+        refusing writes, and nothing was acknowledged as durable that was not. In a forked
+        child it only marks the log closed: the files and the lock are the parent's.
         """
         with self._mutex:
             if self._closed:
                 return
             self._closed = True
+        if os.getpid() != self._owner_pid:
+            return
         self._stop_syncer.set()
         if self._syncer is not None:
             self._syncer.join()
@@ -367,6 +390,8 @@ class SegmentedLog:
         if self._closed:
             msg = f"the log in {self.directory} is closed; open it again to use it"
             raise KeyspaceClosed(msg)
+        if os.getpid() != self._owner_pid:
+            raise StoreForked(_forked_message(self.directory, self._owner_pid))
 
     def _check_writable(self) -> None:
         self._check_open()
@@ -393,7 +418,10 @@ class SegmentedLog:
             self._fail(exc, truncate_to=None)
             msg = f"starting a new segment after {active.path} failed: {exc}"
             raise WriteFailed(msg) from exc
-        os.close(self._fd)
+        if self._fd == self._syncing_fd:
+            self._retired_fd = self._fd  # the syncer closes it when its fsync returns
+        else:
+            os.close(self._fd)
         self._fd = fd
         self._segments.append(Segment(path, self._last_seq + 1))
         self._active_size = SEGMENT_HEADER_SIZE
@@ -409,24 +437,49 @@ class SegmentedLog:
                 logger.exception("could not remove the failed write from %s", self.directory)
 
     def _sync_periodically(self) -> None:
-        """Body of the ``fsync="interval"`` thread: fsync dirty data every interval."""
+        """Body of the ``fsync="interval"`` thread: fsync dirty data every interval.
+
+        Never dies quietly: an fsync failure makes the log refuse writes (as a foreground
+        one does), and so does any unexpected error, logged with its traceback.
+        """
         interval = self.options.fsync_interval
         while not self._stop_syncer.wait(interval):
-            with self._mutex:
-                covered = self._appended
-                if covered == self._synced or self._failure is not None or self._closed:
-                    continue
-                # fsync a duplicate descriptor outside the lock: appends go on meanwhile,
-                # and a roll may close the original without pulling it from under us.
-                fd = os.dup(self._fd)
             try:
-                _fileio.fsync(fd)
-            except OSError as exc:
+                self._sync_in_background()
+            except Exception as exc:
+                logger.exception("the background syncer of %s failed", self.directory)
                 with self._mutex:
                     self._fail(exc, truncate_to=None)
-            else:
-                with self._mutex:
-                    self._synced = max(self._synced, covered)
-                    self.fsyncs += 1
-            finally:
-                os.close(fd)
+                return
+
+    def _sync_in_background(self) -> None:
+        with self._mutex:
+            covered = self._appended
+            if covered == self._synced or self._failure is not None or self._closed:
+                return
+            # fsync outside the mutex, so appends go on meanwhile; a roll leaves this
+            # descriptor open for us (see _retired_fd).
+            fd = self._syncing_fd = self._fd
+        try:
+            _fileio.fsync(fd)
+        except OSError as exc:
+            with self._mutex:
+                self._fail(exc, truncate_to=None)
+        else:
+            with self._mutex:
+                self._synced = max(self._synced, covered)
+                self.fsyncs += 1
+        finally:
+            with self._mutex:
+                self._syncing_fd = None
+                if self._retired_fd == fd:
+                    self._retired_fd = None
+                    os.close(fd)
+
+
+def _forked_message(directory: Path, owner_pid: int) -> str:
+    return (
+        f"the log in {directory} belongs to process {owner_pid}, which forked this one; a "
+        "child must not use its parent's logs (open the store in the child only after the "
+        "parent closed it)"
+    )

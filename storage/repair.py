@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from storage import _fileio
-from storage._format import BROKEN_SUFFIX
+from storage._format import BROKEN_SUFFIX, parse_segment_name
 from storage._lock import DirectoryLock
 from storage._recovery import Segment, list_segments, remove_unfinished_segments
 from storage._segment import create_segment, read_header, scan_to_end
-from storage.errors import CorruptLog
+from storage.errors import CorruptLog, NotALog
 
 __all__ = ["RepairReport", "repair"]
 
@@ -62,9 +61,12 @@ def repair(path: str | os.PathLike[str]) -> RepairReport:
         What was cut and where the copies are; ``report.changed`` is False for a sound log.
 
     Raises:
+        NotALog: ``path`` is missing, holds no segments, or is a store's root directory
+            (repair each of its logs: ``STORE/keyspaces/NAME``, ``STORE/actors/NAME``).
         StoreLocked: The log is open elsewhere.
     """
     directory = Path(path)
+    _check_is_log(directory)
     lock = DirectoryLock.acquire(directory)
     try:
         remove_unfinished_segments(directory)
@@ -84,6 +86,22 @@ def repair(path: str | os.PathLike[str]) -> RepairReport:
             ", ".join(map(str, report.backups)),
         )
     return report
+
+
+def _check_is_log(directory: Path) -> None:
+    if not directory.is_dir():
+        raise NotALog(directory, "no such directory; pass the directory of one log")
+    if any(parse_segment_name(entry.name) is not None for entry in os.scandir(directory)):
+        return
+    logs = sorted(
+        str(log.parent)
+        for pattern in ("keyspaces/*/*.seg", "actors/*/*.seg", "*/*.seg")
+        for log in directory.glob(pattern)
+    )
+    if logs:
+        shown = ", ".join(dict.fromkeys(logs))
+        raise NotALog(directory, f"it holds logs in subdirectories; repair each of them: {shown}")
+    raise NotALog(directory, "it holds no segment files (*.seg)")
 
 
 def _repair_segments(directory: Path, segments: list[Segment]) -> RepairReport:
@@ -131,8 +149,8 @@ def _cut(
     if offset is not None:
         damaged = segments[index].path
         backup = _fileio.unused_name(damaged.with_name(damaged.name + BROKEN_SUFFIX))
-        shutil.copyfile(damaged, backup)
-        _fsync_file(backup)
+        _fileio.write_file(backup, damaged.read_bytes())
+        _fileio.fsync_dir(directory)  # the copy is durable before the original is cut
         backups.append(backup)
         bytes_cut += damaged.stat().st_size - offset
         fd = _fileio.open_write(damaged)
@@ -150,11 +168,3 @@ def _cut(
         # Nothing sound is left: start an empty log where the damaged one began.
         create_segment(directory, segments[0].base_seq, 0)
     return RepairReport(last_seq, damage.path, damage.offset, damage.reason, bytes_cut, backups)
-
-
-def _fsync_file(path: Path) -> None:
-    fd = _fileio.open_read(path)
-    try:
-        _fileio.fsync(fd)
-    finally:
-        os.close(fd)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -190,19 +191,41 @@ class _FileState:
     """Whether the directory entry was made durable by an fsync_dir after its creation."""
 
 
+@dataclass
+class _Rename:
+    """A rename whose directory entry is not durable yet: a power loss undoes it."""
+
+    src: Path
+    dst: Path
+    src_state: _FileState | None
+    """The source file's state (None for a directory)."""
+    src_durable: bool
+    """Whether the source's own entry was durable (else undoing deletes the target)."""
+    replaced: bytes | None
+    """The durable bytes of a file the rename replaced, brought back on undo."""
+
+
 def _real(path: str | os.PathLike[str]) -> Path:
     return Path(path).resolve()
+
+
+def _under(path: Path, directory: Path) -> bool:
+    return path == directory or directory in path.parents
 
 
 class DurabilityTracker(_Patch):
     """Record what the engine made durable, and simulate a power loss with :meth:`crash`.
 
-    The model, per file seen through the seam (files the tracker never saw are left alone):
+    The model, per file and directory seen through the seam (others are left alone):
 
-    - its data survives up to its length at the last successful ``fsync`` of any descriptor;
-    - a file created (or renamed into place) survives only if an ``fsync_dir`` of its
-      directory followed; a file whose creation or rename is not durable is deleted (the
-      rename source is not brought back: the renamed-away file is treated as gone);
+    - a file's data survives up to its length at the last successful ``fsync`` of any
+      descriptor;
+    - a file or directory created (``create``, ``make_dir``) survives only if an
+      ``fsync_dir`` of its parent followed; a directory that does not survive takes
+      everything in it along;
+    - a rename whose parent directory was not fsynced afterwards is undone: the source comes
+      back under its old name (if its own entry was durable; else it is gone), and a file
+      the rename replaced comes back with its durable bytes;
     - removed files stay removed.
 
     Call :meth:`crash` only while no log is open on the files (close it first).
@@ -211,6 +234,9 @@ class DurabilityTracker(_Patch):
     def __init__(self) -> None:
         super().__init__()
         self.files: dict[Path, _FileState] = {}
+        self.dirs: dict[Path, bool] = {}
+        """Directories created through the seam, and whether their entry is durable."""
+        self._renames: list[_Rename] = []
         self._fd_paths: dict[int, Path] = {}
         self._power_cut = False
         self._mutex = threading.Lock()
@@ -234,10 +260,14 @@ class DurabilityTracker(_Patch):
 
     def synced_length(self, path: str | os.PathLike[str]) -> int | None:
         """The length of ``path`` that survives a crash, or None if it would vanish."""
-        state = self.files.get(_real(path))
-        if state is None or not state.entry_durable:
+        real = _real(path)
+        state = self.files.get(real)
+        if state is None or not state.entry_durable or not self._dirs_durable(real):
             return None
         return state.synced
+
+    def _dirs_durable(self, path: Path) -> bool:
+        return all(self.dirs.get(parent, True) for parent in path.parents)
 
     def _path_of(self, fd: int) -> Path | None:
         try:
@@ -252,6 +282,7 @@ class DurabilityTracker(_Patch):
             self._wrap(name, self._opener(name))
         self._wrap("fsync", self._fsync)
         self._wrap("fsync_dir", self._fsync_dir)
+        self._wrap("make_dir", self._make_dir)
         self._wrap("rename", self._rename)
         self._wrap("remove", self._remove)
         return self
@@ -300,19 +331,53 @@ class DurabilityTracker(_Patch):
                 for file, state in self.files.items():
                     if file.parent == real:
                         state.entry_durable = True
+                for directory in self.dirs:
+                    if directory.parent == real:
+                        self.dirs[directory] = True
+                self._renames = [r for r in self._renames if r.dst.parent != real]
 
         return fsync_dir
+
+    def _make_dir(self, original: Callable[[Path], None]) -> Callable[[Path], None]:
+        def make_dir(path: Path) -> None:
+            original(path)
+            with self._mutex:
+                self.dirs[_real(path)] = False
+
+        return make_dir
 
     def _rename(self, original: Callable[[Path, Path], None]) -> Callable[[Path, Path], None]:
         def rename(src: Path, dst: Path) -> None:
             real_src, real_dst = _real(src), _real(dst)
+            with self._mutex:
+                replaced = None
+                old = self.files.get(real_dst)
+                if real_dst.is_file():
+                    old = old or _FileState(real_dst.stat().st_size, True)
+                    if old.entry_durable:
+                        replaced = real_dst.read_bytes()[: old.synced]
             original(src, dst)
             with self._mutex:
-                state = self.files.pop(real_src, None)
-                synced = state.synced if state is not None else real_dst.stat().st_size
-                self.files[real_dst] = _FileState(synced, False)
+                if real_dst.is_dir():
+                    src_durable = self.dirs.pop(real_src, True)
+                    self.dirs[real_dst] = False
+                    self._move_tracked(real_src, real_dst)
+                    record = _Rename(real_src, real_dst, None, src_durable, replaced)
+                else:
+                    state = self.files.pop(real_src, None)
+                    synced = state.synced if state is not None else real_dst.stat().st_size
+                    self.files[real_dst] = _FileState(synced, False)
+                    src_durable = state.entry_durable if state is not None else True
+                    record = _Rename(real_src, real_dst, state, src_durable, replaced)
+                self._renames.append(record)
 
         return rename
+
+    def _move_tracked(self, src: Path, dst: Path) -> None:
+        """Re-key what is tracked under directory ``src`` to ``dst`` (it was renamed)."""
+        for table in (self.files, self.dirs):
+            for path in [path for path in table if src in path.parents]:
+                table[dst / path.relative_to(src)] = table.pop(path)
 
     def _remove(self, original: Callable[[Path], None]) -> Callable[[Path], None]:
         def remove(path: Path) -> None:
@@ -330,6 +395,9 @@ class DurabilityTracker(_Patch):
     ) -> dict[Path, int | None]:
         """Simulate a power loss on every tracked file; returns path -> new length or None.
 
+        Undone first: renames that were not made durable (newest first), then directories
+        whose creation was not durable (with what they hold). Then every file is cut.
+
         Args:
             keep: ``keep(path, synced, size)`` picks how many bytes of a file survive,
                 clamped to ``[synced, size]``: unsynced bytes may or may not have reached
@@ -339,6 +407,12 @@ class DurabilityTracker(_Patch):
         """
         outcome: dict[Path, int | None] = {}
         with self._mutex:
+            for rename in reversed(self._renames):
+                self._undo(rename, outcome)
+            self._renames.clear()
+            for directory in sorted(self.dirs, key=lambda d: len(d.parts)):
+                if not self.dirs.get(directory, True) and directory.exists():
+                    self._lose_tree(directory, outcome)
             for path, state in list(self.files.items()):
                 if not path.exists():
                     del self.files[path]
@@ -360,6 +434,40 @@ class DurabilityTracker(_Patch):
                 new_size = path.stat().st_size
                 state.synced = new_size
                 outcome[path] = new_size
+            self.dirs = {d: True for d in self.dirs if d.exists()}
             self._fd_paths.clear()
             self._power_cut = False
         return outcome
+
+    def _undo(self, rename: _Rename, outcome: dict[Path, int | None]) -> None:
+        src, dst = rename.src, rename.dst
+        if not dst.exists():
+            return
+        if dst.is_dir():
+            if rename.src_durable:
+                dst.rename(src)
+                self.dirs.pop(dst, None)
+                self._move_tracked(dst, src)
+            else:
+                self._lose_tree(dst, outcome)
+        else:
+            self.files.pop(dst, None)
+            if rename.src_durable:
+                size = dst.stat().st_size
+                dst.rename(src)
+                self.files[src] = rename.src_state or _FileState(size, True)
+            else:
+                dst.unlink()
+                outcome[dst] = None
+        if rename.replaced is not None:
+            dst.write_bytes(rename.replaced)
+            self.files[dst] = _FileState(len(rename.replaced), True)
+            outcome[dst] = len(rename.replaced)
+
+    def _lose_tree(self, directory: Path, outcome: dict[Path, int | None]) -> None:
+        shutil.rmtree(directory)
+        for table in (self.files, self.dirs):
+            for path in [path for path in table if _under(path, directory)]:
+                del table[path]
+                if table is self.files:
+                    outcome[path] = None

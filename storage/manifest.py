@@ -1,0 +1,104 @@
+"""The manifest: facts about one log directory that must survive restarts.
+
+A log's records say what happened; the manifest says how to read them: the format version,
+what kind of log it is, and the options its data depends on (a key space's key type: a
+str-keyed log reopened as bytes-keyed would accept records it cannot apply). Later
+features add their facts here (snapshots, retention floor, archive progress).
+
+On disk, ``MANIFEST`` in the log directory is one JSON object (see ``docs/format.md``,
+"Manifest")::
+
+    {"manifest": {"format_version": 1, "kind": "keyspace", "key_type": "str"}, "crc32": 123}
+
+``crc32`` is the CRC-32 of the exact bytes of the ``manifest`` value. It is replaced
+atomically: written to ``MANIFEST.tmp``, fsynced, renamed over ``MANIFEST``, directory
+fsynced; a crash leaves the old manifest or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from storage import _fileio
+from storage._format import FORMAT_VERSION, MANIFEST_FILE, TMP_SUFFIX
+from storage.errors import CorruptLog
+
+__all__ = ["Manifest", "read_manifest", "write_manifest"]
+
+LogKind = Literal["log", "keyspace", "actor"]
+
+
+class Manifest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What a log directory holds and the options its records depend on.
+
+    Attributes:
+        format_version: The log format version the directory was written with.
+        kind: ``"keyspace"``, ``"actor"`` or ``"log"`` (a bare ``SegmentedLog``).
+        key_type: A key space's key type, ``"str"`` or ``"bytes"``.
+        actor_class: A custom actor's class (``module.QualName``), for inspection.
+    """
+
+    format_version: int = FORMAT_VERSION
+    kind: LogKind = "log"
+    key_type: Literal["str", "bytes"] | None = None
+    actor_class: str | None = None
+
+
+class _Stored(msgspec.Struct, frozen=True):
+    manifest: msgspec.Raw
+    crc32: int
+
+
+_ENCODER = msgspec.json.Encoder()
+_STORED = msgspec.json.Decoder(_Stored)
+_MANIFEST = msgspec.json.Decoder(Manifest)
+
+
+def read_manifest(directory: Path) -> Manifest | None:
+    """The manifest of the log in ``directory``, or None if it has none (an older log).
+
+    Raises:
+        CorruptLog: The file is damaged, or was written by a newer format version.
+    """
+    path = directory / MANIFEST_FILE
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        stored = _STORED.decode(data)
+    except msgspec.DecodeError as exc:
+        raise CorruptLog(path, 0, f"the manifest is not readable JSON ({exc})") from exc
+    body = bytes(stored.manifest)
+    if zlib.crc32(body) != stored.crc32:
+        raise CorruptLog(path, 0, "the manifest's checksum does not match its contents")
+    try:
+        manifest = _MANIFEST.decode(body)
+    except msgspec.DecodeError as exc:
+        raise CorruptLog(path, 0, f"the manifest has unexpected contents ({exc})") from exc
+    if manifest.format_version > FORMAT_VERSION:
+        reason = (
+            f"written by format version {manifest.format_version}; this version of actorkv "
+            f"reads up to {FORMAT_VERSION}: upgrade actorkv"
+        )
+        raise CorruptLog(path, 0, reason)
+    return manifest
+
+
+def write_manifest(directory: Path, manifest: Manifest) -> None:
+    """Replace the manifest of ``directory`` atomically and durably.
+
+    Raises:
+        OSError: It could not be written; the previous manifest (if any) is unchanged.
+    """
+    body = _ENCODER.encode(manifest)
+    data = b'{"manifest":' + body + b',"crc32":' + str(zlib.crc32(body)).encode() + b"}\n"
+    path = directory / MANIFEST_FILE
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    _fileio.write_file(tmp, data)
+    _fileio.rename(tmp, path)
+    _fileio.fsync_dir(directory)
