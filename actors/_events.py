@@ -15,6 +15,7 @@ from typing import Any, Final
 import msgspec
 
 from storage import MAX_PAYLOAD_BYTES
+from storage.codec import check_depth
 from storage.errors import InvalidValue
 
 _ENCODER: Final = msgspec.msgpack.Encoder()
@@ -59,9 +60,13 @@ class EventCodec:
             raise InvalidValue(msg)
         try:
             encoded = _ENCODER.encode(event)
+        except RecursionError as exc:
+            msg = f"{self.actor_name}: {type(event).__name__} nests too deep to encode"
+            raise InvalidValue(msg) from exc
         except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
             msg = f"{self.actor_name}: cannot encode {type(event).__name__}: {exc}"
             raise InvalidValue(msg) from exc
+        check_depth(encoded)
         if len(encoded) > MAX_RECORD_BYTES:
             msg = (
                 f"{self.actor_name}: {type(event).__name__} encodes to {len(encoded)} bytes, "

@@ -10,9 +10,15 @@ import pykka
 
 from actors._actor import EventSourcedActor
 from actors._future import Reply
-from actors._host import ActorStats, Command, Counters
+from actors._host import ActorStats, Command, Counters, running_log
 from storage import SegmentedLog
-from storage.errors import ActorStopped
+from storage.errors import (
+    ActorStopped,
+    InvalidOperation,
+    KeyspaceClosed,
+    StopTimeout,
+    StoreForked,
+)
 
 A = TypeVar("A", bound=EventSourcedActor[Any])
 
@@ -44,6 +50,10 @@ class ActorHandle(Generic[A]):
         # inbox after the stop message, where nobody would answer it.
         self._gate = threading.Lock()
         self._stopped = False
+        self._refusal: tuple[type[KeyspaceClosed], str] = (
+            ActorStopped,
+            f"actor {name!r} is stopped; spawn it again",
+        )
 
     def __getattr__(self, name: str) -> Callable[..., pykka.Future[Any]]:
         """Return a sender for the command ``name`` (cached on the handle)."""
@@ -67,11 +77,13 @@ class ActorHandle(Generic[A]):
 
         Raises:
             ActorStopped: The actor is stopped or stopping.
+            KeyspaceClosed: Its store was closed, its key space dropped (the message says),
+                or (``StoreForked``) this process is a fork of the one that owns it.
         """
         with self._gate:
             if self._stopped:
-                msg = f"actor {self.name!r} is stopped; spawn it again"
-                raise ActorStopped(msg)
+                kind, message = self._refusal
+                raise kind(message)
             try:
                 self._ref.tell(command)
             except pykka.ActorDeadError as exc:
@@ -90,7 +102,7 @@ class ActorHandle(Generic[A]):
             largest_group=c.largest_group,
             events_replayed=c.events_replayed,
             records_replayed=c.records_replayed,
-            failed=c.failed,
+            failed=c.failed or self._log.failed is not None,  # a background fsync, too
         )
 
     @property
@@ -107,10 +119,49 @@ class ActorHandle(Generic[A]):
         """Answer every queued command, flush, sync and close the actor's log.
 
         Commands sent after this raise :class:`ActorStopped`. Safe to call twice.
+
+        Raises:
+            InvalidOperation: Called from inside one of this actor's own commands, where it
+                would wait for itself.
+            StopTimeout: The actor did not stop within ``timeout`` seconds (a command is
+                still running); it stops, and closes its log, once that command returns.
         """
+        if self.in_own_thread():
+            msg = (
+                f"actor {self.name!r} cannot be stopped from inside its own command (it would "
+                "wait for itself); stop it from another thread"
+            )
+            raise InvalidOperation(msg)
+        stopping = self.stop_async()
+        try:
+            stopping.get(timeout=timeout)
+        except pykka.Timeout:
+            raise StopTimeout([self.name], timeout or 0.0) from None
+
+    def stop_async(self) -> pykka.Future[Any]:
+        """Refuse new commands and queue the stop; the future resolves once it stopped."""
         with self._gate:
             self._stopped = True
-        self._ref.stop(block=True, timeout=timeout)
+        return self._ref.stop(block=False)
+
+    def refuse(self, kind: type[KeyspaceClosed], message: str) -> None:
+        """From now on, commands raise ``kind(message)`` (say why the handle is closed)."""
+        with self._gate:
+            self._stopped = True
+            self._refusal = (kind, message)
+
+    def forsake(self, message: str) -> None:
+        """In a forked child: refuse every command with :class:`StoreForked`; touch nothing.
+
+        Takes no lock a parent's thread may have held at the fork (it does not exist here).
+        """
+        self._gate = threading.Lock()
+        self._stopped = True
+        self._refusal = (StoreForked, message)
+
+    def in_own_thread(self) -> bool:
+        """Whether the calling thread is this actor's own (inside one of its commands)."""
+        return running_log() is self._log
 
     def __repr__(self) -> str:
         state = "running" if self.alive else "stopped"

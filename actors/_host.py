@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import queue
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ import pykka
 from actors._actor import EventSourcedActor
 from actors._events import EventCodec
 from storage import SegmentedLog
-from storage.errors import ActorStopped, CorruptLog, WriteFailed
+from storage.errors import ActorStopped, CorruptLog, ReplayFailed, WriteFailed
 
 logger = logging.getLogger("actorkv.actors")
 
@@ -39,6 +40,18 @@ ReplayProgress = Callable[[str, int, int], None]
 
 _PROGRESS_EVERY = 65536  # records between progress reports: ~0.1 s of replay
 _MAX_GATHER_SECONDS = 0.002  # bounds the latency a gathering wait can add
+
+_THREAD = threading.local()  # .log: the log of the actor this thread hosts, if any
+
+
+def running_log() -> SegmentedLog | None:
+    """The log of the actor whose thread is calling, or None outside actor threads.
+
+    A call that waits for an actor (stop, close) must not be made from that actor's own
+    thread: it would wait for itself.
+    """
+    log: SegmentedLog | None = getattr(_THREAD, "log", None)
+    return log
 
 
 class Command:
@@ -124,7 +137,10 @@ def replay(
             )
             raise CorruptLog(log.directory, 0, reason) from exc
         for event in decoded:
-            state = apply(state, event)
+            try:
+                state = apply(state, event)
+            except Exception as exc:
+                raise ReplayFailed(name, seq, event, exc) from exc
         events += len(decoded)
         records += 1
         if progress is not None and records % _PROGRESS_EVERY == 0:
@@ -180,6 +196,10 @@ class ActorHost(pykka.ThreadingActor):
         self._expected = 0
         self._write_seconds = 0.0
 
+    def on_start(self) -> None:
+        """Mark this thread as the actor's own (see :func:`running_log`). Actor thread."""
+        _THREAD.log = self._log
+
     def on_receive(self, message: Any) -> None:
         """Run a command; flush the group when nothing else is waiting. Actor thread."""
         try:
@@ -190,7 +210,7 @@ class ActorHost(pykka.ThreadingActor):
             if self._replies and self.actor_inbox.empty():
                 self._gather()
                 self._flush()
-        except Exception:
+        except BaseException:
             # A bug here must not leave callers hanging: fail the group, keep serving reads.
             logger.exception("%s: internal error; failing the open group", self._name)
             self._fail_group(sys.exc_info()[1] or RuntimeError("internal error"))
@@ -220,7 +240,9 @@ class ActorHost(pykka.ThreadingActor):
         actor._esa_seq = self._log.last_seq + len(self._payloads) + 1
         try:
             result = getattr(actor, command.name)(*command.args, **command.kwargs)
-        except Exception as exc:
+        except BaseException as exc:
+            # Whatever escapes the command (sys.exit() and KeyboardInterrupt included) is
+            # its caller's answer; the actor rolls back and goes on serving the others.
             actor._esa_state = before
             self._answer_error(future, _exc_info(exc))
             return
@@ -280,7 +302,7 @@ class ActorHost(pykka.ThreadingActor):
             started = time.perf_counter()
             try:
                 self._log.append_batch(payloads)
-            except Exception as exc:
+            except BaseException as exc:
                 self._refuse_from_now(exc, durable=False)
                 _fail_all(replies, self._refusal())
                 return
@@ -293,7 +315,7 @@ class ActorHost(pykka.ThreadingActor):
             self._durable_state = self._actor.state
             try:
                 self._actor.on_persisted()
-            except Exception as exc:
+            except BaseException as exc:
                 # Durable, but the actor's view may be half updated: an error tells callers
                 # the outcome is unknown (true), and the actor stops taking commands.
                 logger.exception("%s: on_persisted failed; refusing commands", self._name)

@@ -24,7 +24,15 @@ from actors._handle import ActorHandle
 from actors._host import ActorStats, Command
 from actors._keyspace_actor import DeleteOp, KeySpaceActor, PutOp, Receipt
 from storage.codec import encode_value
-from storage.errors import InvalidKey, InvalidOption, InvalidValue
+from storage.errors import (
+    InvalidKey,
+    InvalidOperation,
+    InvalidOption,
+    InvalidValue,
+    KeyspaceClosed,
+    StoreForked,
+    ValueTypeMismatch,
+)
 from storage.kvstate import Entry as StoredEntry
 from storage.kvstate import KVState
 
@@ -111,6 +119,7 @@ class KeySpace(MutableMapping[Any, Any]):
         )
         self._send_put = actor.put
         self._send_delete = actor.delete
+        self._closed: tuple[type[KeyspaceClosed], str] | None = None
 
     # -- reads (caller's thread) -------------------------------------------------------------
 
@@ -119,32 +128,41 @@ class KeySpace(MutableMapping[Any, Any]):
 
         Raises:
             InvalidKey: ``key`` is not of the key space's key type.
+            KeyspaceClosed: The key space was closed or dropped.
+            ValueTypeMismatch: The stored value does not decode as ``value_type``.
         """
         if type(key) is not self._key_type:
             self._check_key_type(key)
-        entry = self._entries_get(key)
+        entry = self._entries_get(key)  # raises once closed (see _close)
+        if self._state.publishing:  # a group is being published: read it whole
+            entry = self._state.get_published(key)
         if entry is None:
             return default
         expires_at = entry.expires_at
         if expires_at is not None and expires_at <= self._clock():
             return default
-        return entry.value if entry.decoded else self._decode(entry.value)
+        try:
+            return entry.value if entry.decoded else self._decode(entry.value)
+        except msgspec.ValidationError as exc:
+            raise ValueTypeMismatch(key, self.options.value_type, exc) from exc
 
     def get_entry(self, key: Any) -> Entry | None:
         """Value, version, seq and expiry of ``key``, or None. O(1)."""
+        self._check_open()
         self._check_key_type(key)
         entry = self._state.get(key)
         if entry is None:
             return None
-        return Entry(self._value(entry), entry.version, entry.seq, entry.expires_at)
+        return Entry(self._value(key, entry), entry.version, entry.seq, entry.expires_at)
 
     def get_many(self, keys: Iterable[Any]) -> dict[Any, Any]:
         """The values of those ``keys`` that exist, read as one snapshot. O(k)."""
+        self._check_open()
         keys = list(keys)
         for key in keys:
             self._check_key_type(key)
         value = self._value
-        return {key: value(entry) for key, entry in self._state.get_many(keys).items()}
+        return {key: value(key, entry) for key, entry in self._state.get_many(keys).items()}
 
     def range(
         self,
@@ -158,7 +176,12 @@ class KeySpace(MutableMapping[Any, Any]):
 
         The range is read as one snapshot when called; values are decoded as you iterate.
         Concurrent writes never make it raise, skip or repeat a key. O(log n + m).
+
+        Raises:
+            InvalidKey: A bound is not of the key type. InvalidOption: A bad ``limit``.
+            KeyspaceClosed: The key space was closed or dropped.
         """
+        self._check_open()
         for bound in (start, stop):
             if bound is not None:
                 self._check_key_type(bound)
@@ -166,10 +189,10 @@ class KeySpace(MutableMapping[Any, Any]):
             isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
         ):
             msg = f"limit must be a non-negative int or None, got {limit!r}"
-            raise ValueError(msg)
+            raise InvalidOption(msg)
         found = self._state.scan(start, stop, reverse=reverse, limit=limit)
-        decode = self._decode
-        return ((key, e.value if e.decoded else decode(e.value)) for key, e in found)
+        value = self._value
+        return ((key, value(key, entry)) for key, entry in found)
 
     def prefix(
         self, prefix: Any, *, reverse: bool = False, limit: int | None = None
@@ -178,8 +201,13 @@ class KeySpace(MutableMapping[Any, Any]):
         self._check_key_type(prefix)
         return self.range(prefix or None, _prefix_end(prefix), reverse=reverse, limit=limit)
 
-    def _value(self, entry: StoredEntry) -> Any:
-        return entry.value if entry.decoded else self._decode(entry.value)
+    def _value(self, key: Any, entry: StoredEntry) -> Any:
+        if entry.decoded:
+            return entry.value
+        try:
+            return self._decode(entry.value)
+        except msgspec.ValidationError as exc:
+            raise ValueTypeMismatch(key, self.options.value_type, exc) from exc
 
     def __getitem__(self, key: Any) -> Any:
         """The value of ``key``; KeyError if missing."""
@@ -190,16 +218,19 @@ class KeySpace(MutableMapping[Any, Any]):
 
     def __contains__(self, key: object) -> bool:
         """Whether ``key`` exists (and has not expired)."""
+        self._check_open()
         if not isinstance(key, self._key_type):
             return False
         return self._state.get(key) is not None
 
     def __iter__(self) -> Iterator[Any]:
         """Keys in order, from one snapshot."""
+        self._check_open()
         return (key for key, _ in self._state.scan())
 
     def __len__(self) -> int:
         """Number of keys that exist and have not expired. O(log n)."""
+        self._check_open()
         return len(self._state)
 
     # -- writes ------------------------------------------------------------------------------
@@ -329,7 +360,36 @@ class KeySpace(MutableMapping[Any, Any]):
         return self._actor.stats()
 
     def __repr__(self) -> str:
+        if self._closed is not None:
+            return f"<KeySpace {self.name!r} closed>"
         return f"<KeySpace {self.name!r} keys={len(self)} last_seq={self.last_seq}>"
+
+    # -- lifecycle (called by the Store) -----------------------------------------------------
+
+    def close(self, kind: type[KeyspaceClosed], message: str) -> None:
+        """Make every later read and write raise ``kind(message)``; the Store stops the actor.
+
+        A closed handle must not answer from its frozen state: after a reopen elsewhere
+        that would be old data.
+        """
+        self._closed = (kind, message)
+        self._actor.refuse(kind, message)
+        self._entries_get = self._refuse_read  # get stays free of an extra check
+
+    def forsake(self, message: str) -> None:
+        """In a forked child: refuse every use with ``StoreForked``; take no lock."""
+        self._closed = (StoreForked, message)
+        self._actor.forsake(message)
+        self._entries_get = self._refuse_read
+
+    def _refuse_read(self, _key: Any) -> StoredEntry | None:
+        self._check_open()
+        return None
+
+    def _check_open(self) -> None:
+        if self._closed is not None:
+            kind, message = self._closed
+            raise kind(message)
 
     # -- input checks (caller's thread) ------------------------------------------------------
 
@@ -388,19 +448,25 @@ class KeySpace(MutableMapping[Any, Any]):
             _check_expect(expect_version)
         expires_at = None
         if ttl is not None:
-            if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl < math.inf:
-                msg = f"ttl must be a positive number of seconds, got {ttl!r}"
+            expires_at = self._clock() + _check_ttl(ttl)
+            if not math.isfinite(expires_at):
+                msg = f"ttl={ttl!r} puts the expiry past the largest time a float holds"
                 raise InvalidValue(msg)
-            expires_at = self._clock() + ttl
         return key, self.encode_value(value), expires_at, expect_version
 
 
 class WriteBatch:
-    """Collects puts and deletes, checked as they are added; written atomically on exit."""
+    """Collects puts and deletes, checked as they are added; written atomically on exit.
+
+    Single use: ``put`` and ``delete`` work only inside its one ``with`` block, and the
+    block can be entered once. Anything else raises :class:`InvalidOperation`: a reused
+    batch would write its old operations again, over whatever changed since.
+    """
 
     def __init__(self, keyspace: KeySpace) -> None:
         self._keyspace = keyspace
         self._ops: list[PutOp | DeleteOp] = []
+        self._stage = "new"  # -> "open" in the with block -> "done"
         self.receipt: Receipt | None = None
         """The batch's receipt once written (None if it changed nothing)."""
 
@@ -408,10 +474,12 @@ class WriteBatch:
         self, key: Any, value: Any, *, ttl: float | None = None, expect_version: int | None = None
     ) -> None:
         """Add a put (checked now; InvalidKey/InvalidValue raise inside the block)."""
+        self._check_open()
         self._ops.append(PutOp(*self._keyspace._put_args(key, value, ttl, expect_version)))
 
     def delete(self, key: Any, *, expect_version: int | None = None) -> None:
         """Add a delete (a missing key is skipped unless ``expect_version`` says otherwise)."""
+        self._check_open()
         self._keyspace._check_key(key)
         _check_expect(expect_version)
         self._ops.append(DeleteOp(key, expect_version))
@@ -420,6 +488,10 @@ class WriteBatch:
         return len(self._ops)
 
     def __enter__(self) -> Self:
+        if self._stage != "new":
+            msg = "a WriteBatch is single-use: take a new one with keyspace.batch()"
+            raise InvalidOperation(msg)
+        self._stage = "open"
         return self
 
     def __exit__(
@@ -429,8 +501,18 @@ class WriteBatch:
         traceback: TracebackType | None,
     ) -> None:
         """Write the batch unless the block raised."""
+        self._stage = "done"
         if exc_type is None and self._ops:
             self.receipt = self._keyspace._actor.write_batch(self._ops).get()
+
+    def _check_open(self) -> None:
+        if self._stage != "open":
+            where = "before its with block" if self._stage == "new" else "after its with block"
+            msg = (
+                f"this WriteBatch is used {where}; write with `with keyspace.batch() as b:` "
+                "and call b.put()/b.delete() inside the block (a batch is single-use)"
+            )
+            raise InvalidOperation(msg)
 
 
 class _LoopFuture(Reply[Any]):
@@ -461,6 +543,20 @@ def _resolve(waiter: asyncio.Future[Any], value: Any, error: BaseException | Non
         waiter.set_exception(error)
     else:
         waiter.set_result(value)
+
+
+def _check_ttl(ttl: object) -> float:
+    """``ttl`` as float seconds, if it is a positive finite number; else InvalidValue."""
+    seconds = math.nan
+    if not isinstance(ttl, bool) and isinstance(ttl, int | float):
+        try:
+            seconds = float(ttl)
+        except OverflowError:  # an int beyond any float
+            seconds = math.inf
+    if not 0 < seconds < math.inf:
+        msg = f"ttl must be a positive, finite number of seconds, got {ttl!r:.60}"
+        raise InvalidValue(msg)
+    return seconds
 
 
 def _check_expect(expect_version: int | None) -> None:

@@ -7,6 +7,8 @@ per custom actor, ``PATH/actors/NAME/``.
 from __future__ import annotations
 
 import atexit
+import logging
+import math
 import os
 import shutil
 import threading
@@ -17,22 +19,35 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import pykka
+
 from actors._actor import EventSourcedActor, command_names
 from actors._events import event_codec_for
 from actors._handle import HANDLE_NAMES, ActorHandle
-from actors._host import ActorHost, Counters, ReplayProgress, replay
+from actors._host import ActorHost, Counters, ReplayProgress, replay, running_log
 from actors._keyspace import KeySpace, KeySpaceOptions
 from actors._keyspace_actor import KeySpaceActor
 from actors._names import check_name
-from storage import DEFAULT_SEGMENT_BYTES, DirectoryLock, LogOptions, SegmentedLog
-from storage._fileio import fsync_dir as fsync_directory
-from storage.errors import ActorStopped, InvalidName, InvalidOption, KeyspaceClosed
+from storage import DEFAULT_SEGMENT_BYTES, DirectoryLock, LogOptions, SegmentedLog, _fileio
+from storage.errors import (
+    ActorStopped,
+    InvalidName,
+    InvalidOperation,
+    InvalidOption,
+    KeyspaceClosed,
+    StopTimeout,
+    StoreForked,
+    opening,
+)
 from storage.log import FsyncPolicy
+from storage.manifest import Manifest, read_manifest, write_manifest
 
 if TYPE_CHECKING:  # Python 3.10 has no typing.Self
     from typing_extensions import Self
 
 __all__ = ["Store"]
+
+logger = logging.getLogger("actorkv.actors")
 
 A = TypeVar("A", bound=EventSourcedActor[Any])
 
@@ -66,6 +81,8 @@ class Store:
         self._sweep_interval = sweep_interval
         self._sweeper: threading.Thread | None = None
         self._stop_sweeper = threading.Event()
+        self._owner_pid = os.getpid()
+        self._forked = False
 
     @classmethod
     def open(
@@ -92,9 +109,15 @@ class Store:
             sweep_interval: Seconds between sweeps that record the expiry of keys past
                 their TTL (expired keys are invisible to reads at once either way).
 
+        A store belongs to the process that opened it: in a child made by ``fork`` every
+        inherited store and handle raises :class:`StoreForked`, and nothing of the parent's
+        is flushed, closed or unlocked from the child (the child's exit does not wait).
+
         Raises:
             InvalidOption: An option is out of range.
             StoreLocked: Another handle, in this or another process, has the store open.
+            OpenFailed: The directory could not be created or locked (no space, no file
+                descriptors, no permission).
         """
         options = LogOptions(segment_bytes, fsync, fsync_interval)
         if (
@@ -104,11 +127,17 @@ class Store:
         ):
             msg = f"sweep_interval={sweep_interval!r} must be a number of seconds in (0, 3600]"
             raise InvalidOption(msg)
+        _check_clock(clock)
         directory = Path(path)
-        directory.mkdir(parents=True, exist_ok=True)
+        with opening(directory, "creating the store directory"):
+            _fileio.make_dirs(directory)
         lock = DirectoryLock.acquire(directory)
-        for leftover in (directory / KEYSPACES_DIR).glob(f"{DROPPED_PREFIX}*"):
-            shutil.rmtree(leftover)  # a drop cut short by a crash: its name is already gone
+        try:
+            with opening(directory, "removing a dropped key space in"):
+                _finish_drops(directory / KEYSPACES_DIR)
+        except BaseException:
+            lock.release()
+            raise
         store = cls(directory, options, lock, on_replay, clock, sweep_interval)
         _OPEN_STORES.add(store)
         return store
@@ -138,7 +167,10 @@ class Store:
                     msg = f"actor {name!r} is running as {running.actor_class.__name__}"
                     raise InvalidName(msg)
                 return running
-            handle, _ = self._start(self.path / ACTORS_DIR / name, actor_class, args, kwargs)
+            manifest = Manifest(kind="actor", actor_class=_qualified_name(actor_class))
+            handle, _ = self._start(
+                self.path / ACTORS_DIR / name, actor_class, args, kwargs, manifest
+            )
             self._handles[name] = handle
             return handle
 
@@ -163,8 +195,10 @@ class Store:
             max_value_bytes: Largest encoded value in bytes.
 
         Raises:
-            InvalidName: A bad name. InvalidOption: A bad option, or options that differ
-                from the open key space's. CorruptLog: Its log is damaged.
+            InvalidName: A bad name. InvalidOption: A bad option, options that differ from
+                the open key space's, or a ``key_type`` other than the one its data was
+                written with (kept in the log directory's manifest). CorruptLog: Its log is
+                damaged. OpenFailed: The system refused a file (no space, no descriptors).
         """
         check_name(name, "key space")
         options = KeySpaceOptions(key_type, value_type, max_key_bytes, max_value_bytes)
@@ -183,6 +217,7 @@ class Store:
                 # Scalars are decoded once at write time only when reads decode untyped:
                 # with a value_type, "2024-01-01" may have to become a datetime.
                 {"decode_scalars": value_type is None},
+                Manifest(kind="keyspace", key_type="bytes" if key_type is bytes else "str"),
             )
             keyspace = KeySpace(name, handle, actor.state, options)
             self._keyspaces[name] = keyspace
@@ -203,22 +238,31 @@ class Store:
     def drop_keyspace(self, name: str) -> bool:
         """Stop the key space ``name`` if open and delete its log; returns whether it existed.
 
-        The directory is renamed away and the store directory fsynced before the files are
-        deleted, so a crash midway never leaves a half-deleted key space under its name.
+        The key space's own lock is taken first (so a log that is still open anywhere is
+        never deleted: ``StoreLocked``); then the directory is renamed away and the store
+        directory fsynced before the files are deleted, so a crash midway never leaves a
+        half-deleted key space under its name. Handles on it raise ``KeyspaceClosed``.
         """
         check_name(name, "key space")
         with self._mutex:
             self._check_open()
             running = self._keyspaces.pop(name, None)
             if running is not None:
+                running.close(KeyspaceClosed, f"key space {name!r} was dropped")
                 running._actor.stop()
             folder = self.path / KEYSPACES_DIR / name
             if not folder.exists():
                 return False
-            doomed = folder.with_name(f"{DROPPED_PREFIX}{name}-{os.getpid()}-{time.monotonic_ns()}")
-            folder.rename(doomed)
-            fsync_directory(folder.parent)
-            shutil.rmtree(doomed)
+            lock = DirectoryLock.acquire(folder)
+            try:
+                doomed = folder.with_name(
+                    f"{DROPPED_PREFIX}{name}-{os.getpid()}-{time.monotonic_ns()}"
+                )
+                _fileio.rename(folder, doomed)
+                _fileio.fsync_dir(folder.parent)
+                shutil.rmtree(doomed)
+            finally:
+                lock.release()
             return True
 
     def _start(
@@ -227,6 +271,7 @@ class Store:
         actor_class: type[A],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        manifest: Manifest,
     ) -> tuple[ActorHandle[A], A]:
         codec = event_codec_for(actor_class)
         commands = command_names(actor_class)
@@ -249,7 +294,13 @@ class Store:
         counters = Counters()
         name = directory.name
         try:
+            stored = _check_manifest(log, manifest)
             replay(name, actor, log, codec, counters, self._progress)
+            if stored is None:  # new, or written before manifests: record it now
+                if manifest.key_type is not None and isinstance(actor, KeySpaceActor):
+                    _check_replayed_key_type(name, actor, manifest.key_type)
+                with opening(directory, "writing the manifest of"):
+                    write_manifest(directory, manifest)
             ref = ActorHost.start(name, actor, log, codec, counters)
         except BaseException:
             log.close()
@@ -273,31 +324,93 @@ class Store:
                 if keyspace._state.has_expired(now):
                     try:
                         keyspace._actor.sweep()  # fire and forget: the next tick retries
-                    except ActorStopped:
+                    except KeyspaceClosed:
                         continue
 
-    def close(self) -> None:
+    def close(self, timeout: float = 30.0) -> None:
         """Stop every actor (answering queued commands, syncing logs), then unlock.
 
-        Safe to call twice.
+        Every actor is asked to stop at once and given ``timeout`` seconds in all. Handles
+        of the store's key spaces raise ``KeyspaceClosed`` from now on. Safe to call twice;
+        in a forked child it does nothing (the store is the parent's).
+
+        Raises:
+            InvalidOperation: Called from inside a command of one of the store's actors,
+                where it would wait for that command to finish.
+            StopTimeout: Some actors are still running a command after ``timeout``; every
+                other actor was stopped and synced, and the directory stays locked until
+                the stragglers stop (then it is unlocked in the background).
         """
+        if self._forked:
+            return
+        inside = running_log()
+        if inside is not None and inside.directory.is_relative_to(self.path):
+            msg = (
+                f"Store.close() was called from inside a command of {inside.directory.name!r}, "
+                "an actor of this store: it would wait for that command to finish. Close the "
+                "store from outside its actors' commands"
+            )
+            raise InvalidOperation(msg)
         with self._mutex:
             if self._closed:
                 return
             self._closed = True
-            handles = list(self._handles.values())
-            handles += [keyspace._actor for keyspace in self._keyspaces.values()]
+            keyspaces = list(self._keyspaces.values())
+            handles = [*self._handles.values(), *(keyspace._actor for keyspace in keyspaces)]
         _OPEN_STORES.discard(self)
         self._stop_sweeper.set()
         if self._sweeper is not None:
             self._sweeper.join()
-        try:
-            for handle in handles:
-                handle.stop()
-        finally:
+        for keyspace in keyspaces:
+            message = (
+                f"key space {keyspace.name!r} was closed with its store; open the store again "
+                f"and call store.keyspace({keyspace.name!r})"
+            )
+            keyspace.close(KeyspaceClosed, message)
+        for handle in self._handles.values():
+            message = (
+                f"actor {handle.name!r} was stopped when its store was closed; open the store "
+                "again and spawn it"
+            )
+            handle.refuse(ActorStopped, message)
+        stopping = [(handle, handle.stop_async()) for handle in handles]
+        deadline = time.monotonic() + timeout
+        stuck = []
+        for handle, stopped in stopping:
+            try:
+                stopped.get(timeout=max(0.0, deadline - time.monotonic()))
+            except pykka.Timeout:
+                stuck.append((handle, stopped))
+        if not stuck:
             self._lock.release()
+            return
+        threading.Thread(
+            target=_release_when_stopped,
+            args=(self._lock, [stopped for _, stopped in stuck]),
+            name=f"actorkv-close:{self.path}",
+            daemon=True,
+        ).start()
+        raise StopTimeout([handle.name for handle, _ in stuck], timeout)
+
+    def _forsake(self) -> None:
+        """In a forked child: make the store and its handles refuse every use (no locks)."""
+        message = (
+            f"the store at {self.path} belongs to process {self._owner_pid}, which forked this "
+            "process; a child must not use, flush, close or unlock its parent's store. Open "
+            "the store in the child only once the parent has closed it"
+        )
+        self._forked = True
+        self._closed = True
+        self._mutex = threading.RLock()  # the parent's may have been held at the fork
+        for handle in self._handles.values():
+            handle.forsake(message)
+        for keyspace in self._keyspaces.values():
+            keyspace.forsake(message)
 
     def _check_open(self) -> None:
+        if self._forked:
+            msg = f"the store at {self.path} belongs to process {self._owner_pid} (forked)"
+            raise StoreForked(msg)
         if self._closed:
             msg = f"the store at {self.path} is closed; open it again"
             raise KeyspaceClosed(msg)
@@ -322,6 +435,77 @@ class Store:
         )
 
 
+def _check_clock(clock: object) -> None:
+    if not callable(clock):
+        msg = f"clock must be a callable returning seconds since the epoch, got {clock!r:.60}"
+        raise InvalidOption(msg)
+    try:
+        now = clock()
+    except Exception as exc:
+        msg = f"clock() raised {type(exc).__name__}: {exc}; pass a working clock"
+        raise InvalidOption(msg) from exc
+    if isinstance(now, bool) or not isinstance(now, int | float) or not math.isfinite(now):
+        msg = f"clock() must return a finite number of seconds, got {now!r:.60}"
+        raise InvalidOption(msg)
+
+
+def _finish_drops(folder: Path) -> None:
+    """Delete key spaces whose drop a crash cut short (their name is already gone)."""
+    leftovers = list(folder.glob(f"{DROPPED_PREFIX}*"))
+    for leftover in leftovers:
+        shutil.rmtree(leftover)
+    if leftovers:
+        _fileio.fsync_dir(folder)
+
+
+def _check_manifest(log: SegmentedLog, expected: Manifest) -> Manifest | None:
+    """The log's manifest, checked against what the caller opens it as (None if it has none).
+
+    Raises:
+        InvalidOption: The log holds another kind of data, or a key space's keys are of
+            another type than ``key_type``.
+    """
+    stored = read_manifest(log.directory)
+    if stored is None:
+        return None
+    name = log.directory.name
+    if stored.kind != expected.kind:
+        msg = f"{log.directory} holds a {stored.kind} log, not a {expected.kind}"
+        raise InvalidOption(msg)
+    if stored.key_type != expected.key_type:
+        msg = (
+            f"key space {name!r} holds {stored.key_type} keys (its manifest says so), but was "
+            f"opened with key_type={expected.key_type}; open it with key_type={stored.key_type}"
+        )
+        raise InvalidOption(msg)
+    return stored
+
+
+def _check_replayed_key_type(name: str, actor: KeySpaceActor, key_type: str) -> None:
+    """For a key space written before manifests: its keys must be of the type it is opened as."""
+    entries = actor.state.entries
+    if not entries:
+        return
+    found = type(entries.keys()[0]).__name__
+    if found != key_type:
+        msg = (
+            f"key space {name!r} holds {found} keys, but was opened with key_type={key_type}; "
+            f"open it with key_type={found}"
+        )
+        raise InvalidOption(msg)
+
+
+def _qualified_name(klass: type) -> str:
+    return f"{klass.__module__}.{klass.__qualname__}"
+
+
+def _release_when_stopped(lock: DirectoryLock, stopping: list[pykka.Future[Any]]) -> None:
+    """Body of a closing thread: unlock the directory once every straggler has stopped."""
+    for stopped in stopping:
+        stopped.get()
+    lock.release()
+
+
 _OPEN_STORES: weakref.WeakSet[Store] = weakref.WeakSet()
 
 
@@ -330,7 +514,20 @@ def _close_open_stores() -> None:
     """Close every store still open at interpreter exit.
 
     Queued commands are answered and logs synced; the actor threads are daemons, so nothing
-    else would do it.
+    else would do it. A store that cannot stop an actor in time is left to the exit.
     """
     for store in list(_OPEN_STORES):
-        store.close()
+        try:
+            store.close()
+        except StopTimeout as exc:
+            logger.warning("at exit: %s", exc)
+
+
+def _forsake_inherited_stores() -> None:
+    """In a forked child: every inherited store belongs to the parent (see StoreForked)."""
+    for store in list(_OPEN_STORES):
+        store._forsake()
+    _OPEN_STORES.clear()
+
+
+os.register_at_fork(after_in_child=_forsake_inherited_stores)

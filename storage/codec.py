@@ -21,11 +21,13 @@ from storage.errors import InvalidValue
 __all__ = [
     "DECODER",
     "ENCODER",
+    "MAX_VALUE_DEPTH",
     "Batch",
     "Delete",
     "Expired",
     "KVEvent",
     "Put",
+    "check_depth",
     "decode_event",
     "decode_value",
     "encode_event",
@@ -76,6 +78,17 @@ KVEvent = Put | Delete | Batch | Expired
 ENCODER: Final = msgspec.msgpack.Encoder()
 DECODER: Final = msgspec.msgpack.Decoder(KVEvent)
 
+MAX_VALUE_DEPTH: Final = 100
+"""Deepest nesting of arrays and maps a value may have (a scalar is depth 0).
+
+msgspec encodes and decodes nested values recursively, so without a fixed limit the depth
+that works would depend on how deep the caller's stack is, and a value written from a
+shallow stack could fail to decode in a deeper one (or in replay)."""
+
+# Bytes that can start a MessagePack array or map (fixmap, fixarray, 16/32-bit forms).
+_CONTAINER_BYTES: Final = bytes([*range(0x80, 0xA0), 0xDC, 0xDD, 0xDE, 0xDF])
+_OTHER_BYTES: Final = bytes(b for b in range(256) if b not in _CONTAINER_BYTES)
+
 
 def encode_event(event: KVEvent) -> bytes:
     """Encode one event for the log.
@@ -86,6 +99,8 @@ def encode_event(event: KVEvent) -> bytes:
     """
     try:
         return ENCODER.encode(event)
+    except RecursionError as exc:
+        raise InvalidValue(_too_deep()) from exc
     except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
         msg = f"cannot encode {type(event).__name__} event: {exc}; use MessagePack types"
         raise InvalidValue(msg) from exc
@@ -106,13 +121,83 @@ def encode_value(value: Any) -> msgspec.Raw:
     """Encode a value once, for a :class:`Put`.
 
     Raises:
-        InvalidValue: The value (or something inside it) is not MessagePack-encodable.
+        InvalidValue: The value (or something inside it) is not MessagePack-encodable, or
+            it nests deeper than :data:`MAX_VALUE_DEPTH`.
     """
     try:
-        return msgspec.Raw(ENCODER.encode(value))
+        encoded = ENCODER.encode(value)
+    except RecursionError as exc:
+        raise InvalidValue(_too_deep()) from exc
     except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
         msg = f"cannot encode value of type {type(value).__name__}: {exc}; use MessagePack types"
         raise InvalidValue(msg) from exc
+    check_depth(encoded)
+    return msgspec.Raw(encoded)
+
+
+def check_depth(encoded: bytes) -> None:
+    """Raise InvalidValue if MessagePack ``encoded`` nests deeper than MAX_VALUE_DEPTH.
+
+    Cheap for almost every value: a scalar is recognised by its first byte; a container can
+    only be that deep if it holds more bytes that could start an array or a map than the
+    limit (counted in C with ``translate``, ~0.5 ns per byte); only then is its structure
+    walked in Python.
+    """
+    if (
+        len(encoded) > MAX_VALUE_DEPTH
+        and encoded[0] in _CONTAINER_BYTES
+        and len(encoded.translate(None, _OTHER_BYTES)) > MAX_VALUE_DEPTH
+        and _depth_exceeds(encoded, MAX_VALUE_DEPTH)
+    ):
+        raise InvalidValue(_too_deep())
+
+
+def _too_deep() -> str:
+    return (
+        f"value nests arrays or maps deeper than {MAX_VALUE_DEPTH} levels (MAX_VALUE_DEPTH); "
+        "flatten it, or store the deep part encoded as bytes"
+    )
+
+
+# MessagePack items by first byte: fixed sizes, and (size of length field) for str/bin/ext.
+_FIXED = {0xC0: 1, 0xC2: 1, 0xC3: 1, 0xCA: 5, 0xCB: 9, 0xCC: 2, 0xCD: 3, 0xCE: 5, 0xCF: 9}
+_FIXED |= {0xD0: 2, 0xD1: 3, 0xD2: 5, 0xD3: 9, 0xD4: 3, 0xD5: 4, 0xD6: 6, 0xD7: 10, 0xD8: 18}
+_SIZED = {0xC4: (1, 0), 0xC5: (2, 0), 0xC6: (4, 0), 0xD9: (1, 0), 0xDA: (2, 0), 0xDB: (4, 0)}
+_SIZED |= {0xC7: (1, 1), 0xC8: (2, 1), 0xC9: (4, 1)}  # ext: length, then a type byte
+_CONTAINERS = {0xDC: (2, 1), 0xDD: (4, 1), 0xDE: (2, 2), 0xDF: (4, 2)}  # (length size, x)
+
+
+def _depth_exceeds(data: bytes, limit: int) -> bool:
+    """Walk the MessagePack structure of ``data``; True once it nests deeper than ``limit``."""
+    pos = 0
+    pending = [1]  # items still to read at each open level
+    while pending:
+        if pending[-1] == 0:
+            pending.pop()
+            continue
+        pending[-1] -= 1
+        byte = data[pos]
+        if byte <= 0x7F or byte >= 0xE0:
+            pos += 1
+        elif byte <= 0x9F:  # fixmap 0x80-0x8f, fixarray 0x90-0x9f
+            count = byte & 0x0F
+            pending.append(count * 2 if byte <= 0x8F else count)
+            pos += 1
+        elif byte <= 0xBF:  # fixstr
+            pos += 1 + (byte & 0x1F)
+        elif byte in _FIXED:
+            pos += _FIXED[byte]
+        elif byte in _SIZED:
+            width, extra = _SIZED[byte]
+            pos += 1 + width + extra + int.from_bytes(data[pos + 1 : pos + 1 + width], "big")
+        else:
+            width, per_item = _CONTAINERS[byte]
+            count = int.from_bytes(data[pos + 1 : pos + 1 + width], "big")
+            pending.append(count * per_item)
+            pos += 1 + width
+        if len(pending) - 1 > limit:
+            return True
+    return False
 
 
 def decode_value(data: bytes | msgspec.Raw) -> Any:

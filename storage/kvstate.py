@@ -73,6 +73,16 @@ class Entry(msgspec.Struct, frozen=True, gc=False):
 class KVState:
     """Sorted, versioned key-value state with a durable layer and a pending layer."""
 
+    __slots__ = (
+        "clock",
+        "decode_scalars",
+        "entries",
+        "expiring",
+        "lock",
+        "pending",
+        "publishing",
+    )
+
     def __init__(
         self, clock: Callable[[], float] = time.time, *, decode_scalars: bool = True
     ) -> None:
@@ -89,8 +99,8 @@ class KVState:
         self.expiring: SortedList = SortedList()  # (expires_at, key) of committed TTL entries
         self.pending: dict[Any, Entry | None] = {}
         self.lock = threading.Lock()
+        # Set while commit() moves a group into entries (see the module notes).
         self.publishing = False
-        """Set while :meth:`commit` moves a group into ``entries`` (see the module notes)."""
 
     # -- writer side (one thread) ------------------------------------------------------------
 
