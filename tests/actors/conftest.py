@@ -1,7 +1,7 @@
-"""Shared pieces of the actor tests: the DESIGN.md Counter, a store on tmp_path, log readers.
+"""Shared pieces of the actor tests: the README's Counter, a store on tmp_path, log readers.
 
-``Counter`` and ``Incremented`` are copied verbatim from DESIGN.md ("Framework for custom
-actors"); tests that need more commands subclass it.
+``Counter`` and ``Incremented`` are copied verbatim from the README's custom actor example;
+tests that need more commands subclass it.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class Counter(EventSourcedActor[int]):
 
 
 class ProbeCounter(Counter):
-    """The DESIGN.md counter plus commands that probe the framework's edges."""
+    """The README's counter plus commands that probe the framework's edges."""
 
     def value(self) -> int:
         return self.state

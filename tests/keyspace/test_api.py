@@ -1,4 +1,4 @@
-"""The public KeySpace API of DESIGN.md, call by call, against a dict as the model."""
+"""The public KeySpace API (README, docs/architecture.md), call by call, against a dict."""
 
 from __future__ import annotations
 

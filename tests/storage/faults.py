@@ -40,6 +40,7 @@ OPERATIONS = (
     "create",
     "fsync",
     "fsync_dir",
+    "make_dir",
     "open_append",
     "open_read",
     "open_write",
@@ -228,14 +229,20 @@ class DurabilityTracker(_Patch):
       the rename replaced comes back with its durable bytes;
     - removed files stay removed.
 
+    Directories made without the seam (a plain ``mkdir``) are caught too when ``root`` is
+    given: any directory under it that did not exist at install time and was not listed by
+    an ``fsync_dir`` of its parent is lost in a crash.
+
     Call :meth:`crash` only while no log is open on the files (close it first).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
         super().__init__()
         self.files: dict[Path, _FileState] = {}
         self.dirs: dict[Path, bool] = {}
-        """Directories created through the seam, and whether their entry is durable."""
+        """Directories created after install, and whether their entry is durable."""
+        self.root = None if root is None else _real(root)
+        self._baseline: set[Path] = set()
         self._renames: list[_Rename] = []
         self._fd_paths: dict[int, Path] = {}
         self._power_cut = False
@@ -278,6 +285,8 @@ class DurabilityTracker(_Patch):
 
     def install(self) -> Self:
         """Patch ``storage._fileio``; returns self."""
+        if self.root is not None and self.root.exists():
+            self._baseline = {self.root, *(p for p in self.root.rglob("*") if p.is_dir())}
         for name in ("create", "open_append", "open_write", "open_read"):
             self._wrap(name, self._opener(name))
         self._wrap("fsync", self._fsync)
@@ -331,9 +340,9 @@ class DurabilityTracker(_Patch):
                 for file, state in self.files.items():
                     if file.parent == real:
                         state.entry_durable = True
-                for directory in self.dirs:
-                    if directory.parent == real:
-                        self.dirs[directory] = True
+                for child in real.iterdir():  # whatever made them, listed now: durable
+                    if child.is_dir() and not child.is_symlink():
+                        self.dirs[child] = True
                 self._renames = [r for r in self._renames if r.dst.parent != real]
 
         return fsync_dir
@@ -410,6 +419,10 @@ class DurabilityTracker(_Patch):
             for rename in reversed(self._renames):
                 self._undo(rename, outcome)
             self._renames.clear()
+            if self.root is not None and self.root.exists():
+                for directory in self.root.rglob("*"):
+                    if directory.is_dir() and directory not in self._baseline:
+                        self.dirs.setdefault(directory, False)  # made without the seam
             for directory in sorted(self.dirs, key=lambda d: len(d.parts)):
                 if not self.dirs.get(directory, True) and directory.exists():
                     self._lose_tree(directory, outcome)
@@ -435,6 +448,7 @@ class DurabilityTracker(_Patch):
                 state.synced = new_size
                 outcome[path] = new_size
             self.dirs = {d: True for d in self.dirs if d.exists()}
+            self._baseline |= set(self.dirs)
             self._fd_paths.clear()
             self._power_cut = False
         return outcome
