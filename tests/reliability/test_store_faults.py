@@ -372,6 +372,7 @@ def test_a_batch_refused_as_too_large_never_becomes_visible(tmp_path, monkeypatc
     monkeypatch.setattr(actors._events, "MAX_RECORD_BYTES", 2048)
     with Store.open(tmp_path / "store") as store:
         ks = store.keyspace("ks")
+
         def write_big_batch() -> None:
             with ks.batch() as batch:
                 for i in range(40):
