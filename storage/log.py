@@ -278,13 +278,13 @@ class SegmentedLog:
         checked. Safe to run in another thread while the log appends. O(records read).
 
         Raises:
-            ValueError: ``from_seq`` is below 1.
+            InvalidOption: ``from_seq`` is not an int of at least 1.
             CorruptLog: (while iterating) a damaged record, a gap or an overlap, with the
                 file and offset.
         """
         if isinstance(from_seq, bool) or not isinstance(from_seq, int) or from_seq < 1:
             msg = f"from_seq must be an int >= 1, got {from_seq!r}"
-            raise ValueError(msg)
+            raise InvalidOption(msg)
         with self._mutex:
             self._check_open()
             segments = list(self._segments)
