@@ -394,11 +394,7 @@ class Store:
 
     def _forsake(self) -> None:
         """In a forked child: make the store and its handles refuse every use (no locks)."""
-        message = (
-            f"the store at {self.path} belongs to process {self._owner_pid}, which forked this "
-            "process; a child must not use, flush, close or unlock its parent's store. Open "
-            "the store in the child only once the parent has closed it"
-        )
+        message = self._forked_message()
         self._forked = True
         self._closed = True
         self._mutex = threading.RLock()  # the parent's may have been held at the fork
@@ -407,10 +403,16 @@ class Store:
         for keyspace in self._keyspaces.values():
             keyspace.forsake(message)
 
+    def _forked_message(self) -> str:
+        return (
+            f"the store at {self.path} belongs to process {self._owner_pid}, which forked this "
+            "process; a child must not use, flush, close or unlock its parent's store. Open "
+            "the store in the child only once the parent has closed it"
+        )
+
     def _check_open(self) -> None:
         if self._forked:
-            msg = f"the store at {self.path} belongs to process {self._owner_pid} (forked)"
-            raise StoreForked(msg)
+            raise StoreForked(self._forked_message())
         if self._closed:
             msg = f"the store at {self.path} is closed; open it again"
             raise KeyspaceClosed(msg)

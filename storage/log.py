@@ -57,12 +57,13 @@ class LogOptions:
         segment_bytes: Roll to a new segment once the active one would exceed this
             (default 64 MiB, at least 4 KiB). A single batch never spans segments.
         fsync: ``"always"`` (default): an append returns only after its fsync.
-            ``"interval"``: a background thread fsyncs every ``fsync_interval`` seconds;
-            each of its fsyncs covers every append that returned before it began, so a
-            crash can lose the appends of the last ``fsync_interval`` seconds plus one
-            fsync's time. A failed background fsync makes the log refuse writes, as a
-            failed foreground one does. ``"never"``: the operating system decides when
-            data reaches the disk; a crash can lose anything unsynced.
+            ``"interval"``: a background thread fsyncs ``fsync_interval`` seconds after its
+            previous fsync ended; each covers every append that returned before it began,
+            so a crash can lose the appends of the last ``fsync_interval`` seconds plus
+            two fsync times (one under way, one covering). A failed background fsync
+            makes the log refuse writes, as a failed foreground one does. ``"never"``:
+            the operating system decides when data reaches the disk; a crash can lose
+            anything unsynced.
         fsync_interval: Seconds between background fsyncs under ``"interval"``.
     """
 

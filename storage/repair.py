@@ -18,7 +18,7 @@ from storage._format import BROKEN_SUFFIX, parse_segment_name
 from storage._lock import DirectoryLock
 from storage._recovery import Segment, list_segments, remove_unfinished_segments
 from storage._segment import create_segment, read_header, scan_to_end
-from storage.errors import CorruptLog, NotALog
+from storage.errors import CorruptLog, NotALog, opening
 
 __all__ = ["RepairReport", "repair"]
 
@@ -64,15 +64,18 @@ def repair(path: str | os.PathLike[str]) -> RepairReport:
         NotALog: ``path`` is missing, holds no segments, or is a store's root directory
             (repair each of its logs: ``STORE/keyspaces/NAME``, ``STORE/actors/NAME``).
         StoreLocked: The log is open elsewhere.
+        OpenFailed: The system refused a read, write or fsync (a full disk, an I/O error);
+            whatever was cut before it already has its durable backup.
     """
     directory = Path(path)
     _check_is_log(directory)
     lock = DirectoryLock.acquire(directory)
     try:
-        remove_unfinished_segments(directory)
-        segments = list_segments(directory)
-        report = _repair_segments(directory, segments)
-        _fileio.fsync_dir(directory)
+        with opening(directory, "repairing the log in"):
+            remove_unfinished_segments(directory)
+            segments = list_segments(directory)
+            report = _repair_segments(directory, segments)
+            _fileio.fsync_dir(directory)
     finally:
         lock.release()
     if report.changed:

@@ -153,7 +153,7 @@ def test_a_repair_while_directory_fsyncs_fail_keeps_the_damaged_bytes_in_place_o
         with listing_directory_fsyncs() as listed:
             with (
                 FaultInjector("fsync_dir", 1, errno.EIO, persistent=True) as fault,
-                pytest.raises(OSError) as raised,
+                pytest.raises(OpenFailed, match="repairing the log") as raised,
             ):
                 repair(log_dir)
             assert fault.injected >= 1
