@@ -77,7 +77,7 @@ def ks(tmp_path: Path) -> Iterator[KeySpace]:
                 for i in range(FILLER_KEYS):
                     batch.put(f"filler-{i:03d}", i)
         finally:
-            threading.settrace(None)  # type: ignore[arg-type]  # readers run untraced
+            threading.settrace(None)  # type: ignore[arg-type]  # readers start untraced
         yield keyspace
 
 
