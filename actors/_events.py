@@ -15,7 +15,7 @@ from typing import Any, Final
 import msgspec
 
 from storage import MAX_PAYLOAD_BYTES
-from storage.codec import check_depth
+from storage.codec import MAX_VALUE_DEPTH, check_depth, on_fresh_stack, too_deep
 from storage.errors import InvalidValue
 
 _ENCODER: Final = msgspec.msgpack.Encoder()
@@ -58,15 +58,21 @@ class EventCodec:
             names = ", ".join(t.__name__ for t in self.types)
             msg = f"{self.actor_name} cannot emit {type(event).__name__}: not one of {names}"
             raise InvalidValue(msg)
+        what = f"{self.actor_name}'s {type(event).__name__} event"
         try:
-            encoded = _ENCODER.encode(event)
+            try:
+                encoded = _ENCODER.encode(event)
+            except RecursionError:
+                encoded = on_fresh_stack(_ENCODER.encode, event)
         except RecursionError as exc:
-            msg = f"{self.actor_name}: {type(event).__name__} nests too deep to encode"
-            raise InvalidValue(msg) from exc
+            raise InvalidValue(too_deep(what)) from exc
         except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
             msg = f"{self.actor_name}: cannot encode {type(event).__name__}: {exc}"
             raise InvalidValue(msg) from exc
-        check_depth(encoded)
+        if self.checkers:
+            # The event's own level comes on top of its fields' values. (Actors that check
+            # their input themselves, like the key space, turn field checks off.)
+            check_depth(encoded, what, MAX_VALUE_DEPTH + 1)
         if len(encoded) > MAX_RECORD_BYTES:
             msg = (
                 f"{self.actor_name}: {type(event).__name__} encodes to {len(encoded)} bytes, "
@@ -99,8 +105,12 @@ class EventCodec:
         return _array_header(len(encoded)) + b"".join(encoded)
 
     def decode(self, payload: bytes) -> list[Any]:
-        """Decode one record payload into its events."""
-        return self.decoder.decode(payload)
+        """Decode one record payload into its events (on a fresh stack if need be)."""
+        try:
+            return self.decoder.decode(payload)
+        except RecursionError:
+            events: list[Any] = on_fresh_stack(self.decoder.decode, payload)
+            return events
 
 
 def _array_header(length: int) -> bytes:

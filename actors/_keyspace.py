@@ -23,7 +23,7 @@ from actors._future import Reply
 from actors._handle import ActorHandle
 from actors._host import ActorStats, Command
 from actors._keyspace_actor import DeleteOp, KeySpaceActor, PutOp, Receipt
-from storage.codec import encode_value
+from storage.codec import encode_value, on_fresh_stack
 from storage.errors import (
     InvalidKey,
     InvalidOperation,
@@ -141,10 +141,9 @@ class KeySpace(MutableMapping[Any, Any]):
         expires_at = entry.expires_at
         if expires_at is not None and expires_at <= self._clock():
             return default
-        try:
-            return entry.value if entry.decoded else self._decode(entry.value)
-        except msgspec.ValidationError as exc:
-            raise ValueTypeMismatch(key, self.options.value_type, exc) from exc
+        if entry.decoded:
+            return entry.value
+        return self._value(key, entry)
 
     def get_entry(self, key: Any) -> Entry | None:
         """Value, version, seq and expiry of ``key``, or None. O(1)."""
@@ -205,7 +204,10 @@ class KeySpace(MutableMapping[Any, Any]):
         if entry.decoded:
             return entry.value
         try:
-            return self._decode(entry.value)
+            try:
+                return self._decode(entry.value)
+            except RecursionError:  # the caller's stack is deep: not the value
+                return on_fresh_stack(self._decode, entry.value)
         except msgspec.ValidationError as exc:
             raise ValueTypeMismatch(key, self.options.value_type, exc) from exc
 

@@ -29,6 +29,7 @@ from actors._keyspace import KeySpace, KeySpaceOptions
 from actors._keyspace_actor import KeySpaceActor
 from actors._names import check_name
 from storage import DEFAULT_SEGMENT_BYTES, DirectoryLock, LogOptions, SegmentedLog, _fileio
+from storage._format import FORMAT_VERSION
 from storage.errors import (
     ActorStopped,
     InvalidName,
@@ -167,7 +168,11 @@ class Store:
                     msg = f"actor {name!r} is running as {running.actor_class.__name__}"
                     raise InvalidName(msg)
                 return running
-            manifest = Manifest(kind="actor", actor_class=_qualified_name(actor_class))
+            manifest = Manifest(
+                format_version=FORMAT_VERSION,
+                kind="actor",
+                actor_class=_qualified_name(actor_class),
+            )
             handle, _ = self._start(
                 self.path / ACTORS_DIR / name, actor_class, args, kwargs, manifest
             )
@@ -217,7 +222,11 @@ class Store:
                 # Scalars are decoded once at write time only when reads decode untyped:
                 # with a value_type, "2024-01-01" may have to become a datetime.
                 {"decode_scalars": value_type is None},
-                Manifest(kind="keyspace", key_type="bytes" if key_type is bytes else "str"),
+                Manifest(
+                    format_version=FORMAT_VERSION,
+                    kind="keyspace",
+                    key_type="bytes" if key_type is bytes else "str",
+                ),
             )
             keyspace = KeySpace(name, handle, actor.state, options)
             self._keyspaces[name] = keyspace

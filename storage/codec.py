@@ -12,11 +12,16 @@ Schema evolution, the rule every change here follows:
 
 from __future__ import annotations
 
-from typing import Any, Final
+import threading
+from collections.abc import Callable
+from typing import Any, Final, TypeVar
 
 import msgspec
 
 from storage.errors import InvalidValue
+
+A = TypeVar("A")
+R = TypeVar("R")
 
 __all__ = [
     "DECODER",
@@ -32,6 +37,8 @@ __all__ = [
     "decode_value",
     "encode_event",
     "encode_value",
+    "on_fresh_stack",
+    "too_deep",
 ]
 
 
@@ -83,7 +90,9 @@ MAX_VALUE_DEPTH: Final = 100
 
 msgspec encodes and decodes nested values recursively, so without a fixed limit the depth
 that works would depend on how deep the caller's stack is, and a value written from a
-shallow stack could fail to decode in a deeper one (or in replay)."""
+shallow stack could fail to decode in a deeper one (or in replay). Within the limit, a
+caller whose own stack is too deep for the recursion still succeeds: the work is retried
+on a fresh thread's stack (see :func:`on_fresh_stack`)."""
 
 # Bytes that can start a MessagePack array or map (fixmap, fixarray, 16/32-bit forms).
 _CONTAINER_BYTES: Final = bytes([*range(0x80, 0xA0), 0xDC, 0xDD, 0xDE, 0xDF])
@@ -98,9 +107,12 @@ def encode_event(event: KVEvent) -> bytes:
             MessagePack; the message names the type.
     """
     try:
-        return ENCODER.encode(event)
+        try:
+            return ENCODER.encode(event)
+        except RecursionError:
+            return on_fresh_stack(ENCODER.encode, event)
     except RecursionError as exc:
-        raise InvalidValue(_too_deep()) from exc
+        raise InvalidValue(too_deep(f"a {type(event).__name__} event")) from exc
     except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
         msg = f"cannot encode {type(event).__name__} event: {exc}; use MessagePack types"
         raise InvalidValue(msg) from exc
@@ -125,18 +137,49 @@ def encode_value(value: Any) -> msgspec.Raw:
             it nests deeper than :data:`MAX_VALUE_DEPTH`.
     """
     try:
-        encoded = ENCODER.encode(value)
+        try:
+            encoded = ENCODER.encode(value)
+        except RecursionError:
+            encoded = on_fresh_stack(ENCODER.encode, value)
     except RecursionError as exc:
-        raise InvalidValue(_too_deep()) from exc
+        raise InvalidValue(too_deep("the value")) from exc
     except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
         msg = f"cannot encode value of type {type(value).__name__}: {exc}; use MessagePack types"
         raise InvalidValue(msg) from exc
-    check_depth(encoded)
+    check_depth(encoded, "the value")
     return msgspec.Raw(encoded)
 
 
-def check_depth(encoded: bytes) -> None:
-    """Raise InvalidValue if MessagePack ``encoded`` nests deeper than MAX_VALUE_DEPTH.
+def on_fresh_stack(function: Callable[[A], R], argument: A) -> R:
+    """``function(argument)`` on a new thread's stack; for a caller whose own is too deep.
+
+    msgspec recurses once per level of nesting; a caller already deep in its own stack can
+    hit the recursion limit on a value well within :data:`MAX_VALUE_DEPTH`. Retrying on a
+    fresh stack (only after a ``RecursionError``: a thread costs ~100 us) makes the limit
+    the same for every caller.
+
+    Raises:
+        RecursionError: Too deep even on a fresh stack (far beyond the limit).
+    """
+    outcome: list[R] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(function(argument))
+        except BaseException as exc:
+            failure.append(exc)
+
+    worker = threading.Thread(target=run, name="actorkv-fresh-stack")
+    worker.start()
+    worker.join()
+    if failure:
+        raise failure[0]
+    return outcome[0]
+
+
+def check_depth(encoded: bytes, what: str, limit: int = MAX_VALUE_DEPTH) -> None:
+    """Raise InvalidValue if MessagePack ``encoded`` nests deeper than ``limit``.
 
     Cheap for almost every value: a scalar is recognised by its first byte; a container can
     only be that deep if it holds more bytes that could start an array or a map than the
@@ -144,17 +187,18 @@ def check_depth(encoded: bytes) -> None:
     walked in Python.
     """
     if (
-        len(encoded) > MAX_VALUE_DEPTH
+        len(encoded) > limit
         and encoded[0] in _CONTAINER_BYTES
-        and len(encoded.translate(None, _OTHER_BYTES)) > MAX_VALUE_DEPTH
-        and _depth_exceeds(encoded, MAX_VALUE_DEPTH)
+        and len(encoded.translate(None, _OTHER_BYTES)) > limit
+        and _depth_exceeds(encoded, limit)
     ):
-        raise InvalidValue(_too_deep())
+        raise InvalidValue(too_deep(what))
 
 
-def _too_deep() -> str:
+def too_deep(what: str) -> str:
+    """The message for ``what`` (a value, an event) nesting deeper than the limit."""
     return (
-        f"value nests arrays or maps deeper than {MAX_VALUE_DEPTH} levels (MAX_VALUE_DEPTH); "
+        f"{what} nests arrays or maps deeper than {MAX_VALUE_DEPTH} levels (MAX_VALUE_DEPTH); "
         "flatten it, or store the deep part encoded as bytes"
     )
 
@@ -201,5 +245,8 @@ def _depth_exceeds(data: bytes, limit: int) -> bool:
 
 
 def decode_value(data: bytes | msgspec.Raw) -> Any:
-    """Decode a value written by :func:`encode_value` (untyped)."""
-    return msgspec.msgpack.decode(data)
+    """Decode a value written by :func:`encode_value` (untyped), on any caller's stack."""
+    try:
+        return msgspec.msgpack.decode(data)
+    except RecursionError:
+        return on_fresh_stack(msgspec.msgpack.decode, data)

@@ -36,13 +36,14 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """What a log directory holds and the options its records depend on.
 
     Attributes:
-        format_version: The log format version the directory was written with.
+        format_version: The log format version the directory was written with (always
+            stored: a reader of a later version must know what it reads).
         kind: ``"keyspace"``, ``"actor"`` or ``"log"`` (a bare ``SegmentedLog``).
         key_type: A key space's key type, ``"str"`` or ``"bytes"``.
         actor_class: A custom actor's class (``module.QualName``), for inspection.
     """
 
-    format_version: int = FORMAT_VERSION
+    format_version: int
     kind: LogKind = "log"
     key_type: Literal["str", "bytes"] | None = None
     actor_class: str | None = None

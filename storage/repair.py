@@ -92,8 +92,10 @@ def repair(path: str | os.PathLike[str]) -> RepairReport:
 
 
 def _check_is_log(directory: Path) -> None:
-    if not directory.is_dir():
+    if not directory.exists():
         raise NotALog(directory, "no such directory; pass the directory of one log")
+    if not directory.is_dir():
+        raise NotALog(directory, "it is a file; pass the directory of one log")
     if any(parse_segment_name(entry.name) is not None for entry in os.scandir(directory)):
         return
     logs = sorted(
