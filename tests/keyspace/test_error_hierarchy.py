@@ -14,6 +14,7 @@ import asyncio
 import errno
 import math
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -135,10 +136,21 @@ def test_the_depth_limit_does_not_depend_on_the_callers_stack(ks: KeySpace):
     assert deep == shallow
 
 
-def test_a_value_of_max_value_depth_is_stored_from_a_deep_call_stack(ks: KeySpace):
+def frames_left() -> int:
+    depth, frame = 0, sys._getframe()
+    while frame is not None:
+        depth, frame = depth + 1, frame.f_back
+    return sys.getrecursionlimit() - depth
+
+
+@pytest.mark.parametrize("spare", [300, 60])  # 60 frames: too few for msgspec's own recursion
+def test_a_value_of_max_value_depth_is_stored_from_a_deep_call_stack(ks: KeySpace, spare: int):
     value = nested(MAX_VALUE_DEPTH, "dict")
-    at_stack_depth(700, lambda: ks.put("deep", value))
-    assert at_stack_depth(700, lambda: ks.get("deep")) == value
+    frames = frames_left() - spare
+    at_stack_depth(frames, lambda: ks.put("deep", value))
+    assert at_stack_depth(frames, lambda: ks.get("deep")) == value
+    assert at_stack_depth(frames, lambda: ks.get_entry("deep")).value == value
+    assert at_stack_depth(frames, lambda: dict(ks.range())) == {"deep": value}
 
 
 class Noted(msgspec.Struct, tag=True, frozen=True):
