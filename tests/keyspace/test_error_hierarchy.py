@@ -37,7 +37,7 @@ from actors import (
 )
 from storage import SegmentedLog
 from storage.codec import MAX_VALUE_DEPTH
-from tests.actors.conftest import TIMEOUT
+from tests.actors.conftest import TIMEOUT, Incremented, ProbeCounter
 from tests.keyspace.conftest import keyspace_dir, log_bytes
 from tests.storage.faults import FaultInjector
 from tests.storage.helpers import RECORD_HEADER_SIZE, newest_segment, record_offsets
@@ -424,26 +424,10 @@ def test_a_stored_value_that_does_not_decode_as_the_value_type_is_value_type_mis
         assert dict(store.keyspace("ks").items()) == {"count": 5, "name": "text"}
 
 
-class Added(msgspec.Struct, tag=True, frozen=True):
-    by: int
+class SuperstitiousCounter(ProbeCounter):
+    """A later version of ProbeCounter whose apply no longer accepts every event in the log."""
 
-
-class Tally(EventSourcedActor[int]):
-    def initial_state(self) -> int:
-        return 0
-
-    def apply(self, state: int, event: Added) -> int:
-        return state + event.by
-
-    def add(self, by: int) -> int:
-        self.emit(Added(by))
-        return self.state
-
-
-class SuperstitiousTally(Tally):
-    """A later version of Tally whose apply no longer accepts every event in the log."""
-
-    def apply(self, state: int, event: Added) -> int:
+    def apply(self, state: int, event: Incremented) -> int:
         if event.by == 13:
             raise ValueError("13 is unlucky")
         return state + event.by
@@ -451,19 +435,19 @@ class SuperstitiousTally(Tally):
 
 def test_an_apply_that_raises_during_replay_is_replay_failed(store_path: Path):
     with Store.open(store_path) as store:
-        tally = store.spawn("tally", Tally)
+        tally = store.spawn("tally", ProbeCounter)
         for by in (1, 13, 2):
-            tally.add(by).get(timeout=TIMEOUT)
+            tally.increment(by).get(timeout=TIMEOUT)
 
     with Store.open(store_path) as store:
         with pytest.raises(ReplayFailed) as raised:
-            store.spawn("tally", SuperstitiousTally)
+            store.spawn("tally", SuperstitiousCounter)
         failure = raised.value
-        assert (failure.name, failure.seq, failure.event) == ("tally", 2, Added(13))
+        assert (failure.name, failure.seq, failure.event) == ("tally", 2, Incremented(13))
         assert isinstance(failure.__cause__, ValueError)
         assert "13 is unlucky" in str(failure)
         assert "fix it" in str(failure)
-        assert store.spawn("tally", Tally).add(0).get(timeout=TIMEOUT) == 16
+        assert store.spawn("tally", ProbeCounter).value().get(timeout=TIMEOUT) == 16
 
 
 # -- repair pointed at something that is not a log -------------------------------------------------
@@ -487,7 +471,7 @@ def test_repairing_a_store_root_is_not_a_log_and_lists_its_logs(store_path: Path
     with Store.open(store_path) as store:
         store.keyspace("a").put("k", 1)
         store.keyspace("b").put("k", 2)
-        store.spawn("tally", Tally).add(1).get(timeout=TIMEOUT)
+        store.spawn("tally", ProbeCounter).increment(1).get(timeout=TIMEOUT)
     before = sorted(p.relative_to(store_path) for p in store_path.rglob("*"))
 
     with pytest.raises(NotALog) as raised:
