@@ -5,8 +5,8 @@ an application needs.
 """
 
 from actors._actor import EventSourcedActor
+from actors._core import ActorStats
 from actors._handle import ActorHandle
-from actors._host import ActorStats
 from actors._keyspace import Entry, KeySpace, KeySpaceOptions, Receipt, WriteBatch
 from actors._store import Store
 from storage.errors import (

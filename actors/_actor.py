@@ -6,16 +6,24 @@ public methods of the subclass. A command checks its rules against ``self.state`
 every later command, sees it) and all events of one command are written as one log record.
 The command's caller hears back only once that record is durable.
 
-Threads: every method of an actor runs in the actor's own thread, one command at a time;
-``initial_state`` and ``apply`` also run on replay, in the thread that spawns the actor.
+Threads: commands run one at a time, never two at once, each against the latest state, but
+not always in the same thread: whoever holds the actor's execution right runs them (a
+blocking caller that finds the actor idle runs its own command in its own thread; commands
+sent without waiting run in the actor's home thread). So a command must not rely on
+thread-local state or on which thread it runs in. ``initial_state`` and ``apply`` also run
+on replay, in the thread that spawns the actor. The hooks run in the thread that wrote the
+group.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from actors._events import EventCodec
+
+if TYPE_CHECKING:
+    from actors._core import Published
 
 S = TypeVar("S")
 
@@ -28,6 +36,7 @@ FRAMEWORK_NAMES = frozenset(
         "event_types",
         "initial_state",
         "on_persisted",
+        "on_published",
         "on_write_failed",
         "record_seq",
         "state",
@@ -68,6 +77,7 @@ class EventSourcedActor(Generic[S]):
     # Set by the framework: the current state, and the events of the running command.
     _esa_state: S
     _esa_emitted: list[bytes] | None = None
+    _esa_events: list[Any] | None = None
     _esa_encode: Callable[[Any], bytes]
     _esa_seq: int = 0
 
@@ -94,7 +104,8 @@ class EventSourcedActor(Generic[S]):
         """Sequence number of the log record being built (command) or applied (apply).
 
         Valid in commands and in :meth:`apply`, live and on replay: a deterministic input
-        that ``apply`` may use.
+        that ``apply`` may use. In a command it is the number the log gives the record
+        when its group is written (the log checks the numbering; a receipt carries it).
         """
         return self._esa_seq
 
@@ -123,9 +134,20 @@ class EventSourcedActor(Generic[S]):
             state = apply(state, event)
         self._esa_state = state
         emitted.extend(encoded)
+        recorded = self._esa_events
+        if recorded is not None:
+            recorded.extend(events)
+
+    def on_published(self, group: Published) -> None:  # noqa: ARG002 - for overriders
+        """Hook: a group of records is durable; runs before its callers are answered.
+
+        ``group`` has ``first_seq``, ``last_seq`` and each record's ``(seq, events)``. The
+        default calls :meth:`on_persisted`. Override it to see the events.
+        """
+        self.on_persisted()
 
     def on_persisted(self) -> None:
-        """Hook: the events emitted so far are durable. Actor thread.
+        """Hook: the events emitted so far are durable. The writing thread.
 
         Called after each group write succeeds, before its callers are answered, and once
         after replay. The default does nothing; an actor that publishes state to other
@@ -133,7 +155,7 @@ class EventSourcedActor(Generic[S]):
         """
 
     def on_write_failed(self) -> None:
-        """Hook: a group write failed; its events are not durable. Actor thread.
+        """Hook: a group write failed; its events are not durable. The writing thread.
 
         The framework restores the last durable state object before calling this; an actor
         that keeps state outside ``state`` discards its undurable part here. The actor then

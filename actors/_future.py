@@ -1,51 +1,56 @@
-"""A lighter pykka future for command replies.
+"""The future a command returns: set once, waited on by any thread, awaitable from asyncio.
 
-``pykka.ThreadingFuture`` builds a ``threading.Condition`` (an RLock and a waiter list) per
-future and takes it on every ``set`` and ``get``; with many callers that is the largest cost
-of a command after the hand-off itself. A reply is set once, by one thread, so a plain lock
-held from birth and released by ``set`` is enough: ``get`` waits by acquiring it.
-Measured on a 2-core machine, pipelining 300,000 key space puts: Condition set-up, enter and
-wait were ~35% of all samples with ThreadingFuture.
+Runtime-neutral (no pykka here): a runtime may subclass it to fit its own future protocol
+(the pykka runtime's is also a ``pykka.Future``). A reply is set once, by one thread, so a
+plain lock held from birth and released by ``set`` is all the waiting needs: ``get``
+acquires it. ``pykka.ThreadingFuture`` builds a ``threading.Condition`` per future instead;
+pipelining 300,000 key space puts, its set-up, enter and wait were ~35% of all samples.
 """
 
 from __future__ import annotations
 
-import queue
+import asyncio
 import sys
 import threading
-from typing import Any, TypeVar
-
-import pykka
+from collections.abc import Callable, Generator
+from typing import Any, ClassVar, Generic, TypeVar
 
 T = TypeVar("T")
 
 ExcInfo = tuple[type[BaseException], BaseException, Any]
 
 
-class Reply(pykka.Future[T]):
-    """A future set exactly once; ``get`` may be called any number of times, by any thread."""
+class AlreadySet(Exception):
+    """A future was set twice."""
+
+
+class Future(Generic[T]):
+    """A value or an exception, set exactly once; ``get`` may be called by any thread.
+
+    ``await future`` suspends only the awaiting task (the event loop keeps running).
+    """
+
+    timeout_error: ClassVar[type[Exception]] = TimeoutError
+    """Raised by :meth:`get` when the timeout passes (a runtime may choose its own)."""
 
     def __init__(self) -> None:
         super().__init__()
         self._latch = threading.Lock()
         self._latch.acquire()  # released by set(): waiting is acquiring
         self._outcome: tuple[Any, ExcInfo | None] | None = None
+        self._callbacks: list[Callable[[Future[T]], None]] = []
 
     def get(self, *, timeout: float | None = None) -> T:
         """The value, or raise the exception; wait up to ``timeout`` seconds (None: forever).
 
         Raises:
-            pykka.Timeout: Nothing was set within ``timeout``.
+            TimeoutError: (or the runtime's ``timeout_error``) nothing was set in time.
         """
-        try:
-            return super().get(timeout=timeout)
-        except NotImplementedError:
-            pass  # no get hook: this future holds its own result
         outcome = self._outcome
         if outcome is None:
             if not self._latch.acquire(timeout=-1 if timeout is None else max(timeout, 0)):
                 msg = f"{timeout} seconds"
-                raise pykka.Timeout(msg)
+                raise self.timeout_error(msg)
             self._latch.release()  # let every other waiter through too
             outcome = self._outcome
             assert outcome is not None
@@ -55,26 +60,72 @@ class Reply(pykka.Future[T]):
         result: T = value
         return result
 
+    def done(self) -> bool:
+        """Whether a value or exception was set."""
+        return self._outcome is not None
+
     def set(self, value: Any = None) -> None:
         """Set the value and wake every waiter.
 
         Raises:
-            queue.Full: Already set (the pykka contract).
+            AlreadySet: Already set.
         """
-        if self._outcome is not None:
-            raise queue.Full
-        self._outcome = (value, None)
-        self._latch.release()
+        self._settle((value, None))
 
     def set_exception(self, exc_info: Any = None) -> None:
-        """Set an exception (``sys.exc_info()`` style) and wake every waiter."""
-        if self._outcome is not None:
-            raise queue.Full
+        """Set an exception (``sys.exc_info()`` style, or the exception) and wake waiters."""
         if exc_info is None:
             exc_info = sys.exc_info()
-        self._outcome = (None, exc_info)
-        self._latch.release()
+        elif isinstance(exc_info, BaseException):
+            exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+        self._settle((None, exc_info))
 
-    def done(self) -> bool:
-        """Whether a value or exception was set."""
-        return self._outcome is not None
+    def add_done_callback(self, callback: Callable[[Future[T]], None]) -> None:
+        """Call ``callback(self)`` once the future is set (at once if it is already).
+
+        The callback runs in the thread that sets the future; it must be quick.
+        """
+        callbacks = self._callbacks
+        callbacks.append(callback)
+        if self._outcome is not None:
+            self._run_callbacks()
+
+    def __await__(self) -> Generator[Any, None, T]:
+        """Wait without blocking the event loop: resolved through ``call_soon_threadsafe``."""
+        if self._outcome is None:
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[None] = loop.create_future()
+
+            def wake(_: Future[T]) -> None:
+                try:
+                    loop.call_soon_threadsafe(_resolve, waiter)
+                except RuntimeError:  # the loop is closed: nobody awaits this any more
+                    return
+
+            self.add_done_callback(wake)
+            yield from waiter.__await__()
+        return self.get()
+
+    def _settle(self, outcome: tuple[Any, ExcInfo | None]) -> None:
+        if self._outcome is not None:
+            raise AlreadySet
+        self._outcome = outcome
+        self._latch.release()
+        if self._callbacks:
+            self._run_callbacks()
+
+    def _run_callbacks(self) -> None:
+        # Both the setter and a late add_done_callback may get here: pop() hands each
+        # callback to exactly one of them (list.pop is atomic).
+        callbacks = self._callbacks
+        while callbacks:
+            try:
+                callback = callbacks.pop()
+            except IndexError:
+                return
+            callback(self)
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():  # the awaiting task may have been cancelled
+        waiter.set_result(None)

@@ -8,8 +8,6 @@ sent; the actor then checks versions, and the call returns once the write is dur
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import math
 from collections.abc import Iterable, Iterator, MutableMapping
 from dataclasses import dataclass
@@ -17,11 +15,10 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-import pykka
 
-from actors._future import Reply
+from actors._core import ActorStats
+from actors._future import Future
 from actors._handle import ActorHandle
-from actors._host import ActorStats, Command
 from actors._keyspace_actor import DeleteOp, KeySpaceActor, PutOp, Receipt
 from storage.codec import encode_value, on_fresh_stack
 from storage.errors import (
@@ -117,6 +114,10 @@ class KeySpace(MutableMapping[Any, Any]):
             if value_type is not None
             else msgspec.msgpack.Decoder().decode
         )
+        # Blocking writes run in the caller's thread when the actor is idle (actors._core);
+        # the *_async ones queue and are answered through a future.
+        self._call_put = actor.blocking.put
+        self._call_delete = actor.blocking.delete
         self._send_put = actor.put
         self._send_delete = actor.delete
         self._closed: tuple[type[KeyspaceClosed], str] | None = None
@@ -260,7 +261,8 @@ class KeySpace(MutableMapping[Any, Any]):
             WriteFailed: The write or fsync failed; the key space refuses writes until the
                 store is reopened.
         """
-        return self.put_async(key, value, ttl=ttl, expect_version=expect_version).get()
+        receipt: Receipt = self._call_put(*self._put_args(key, value, ttl, expect_version))
+        return receipt
 
     def put_async(
         self,
@@ -269,7 +271,7 @@ class KeySpace(MutableMapping[Any, Any]):
         *,
         ttl: float | None = None,
         expect_version: int | None = None,
-    ) -> pykka.Future[Receipt]:
+    ) -> Future[Receipt]:
         """Like :meth:`put`, but returns a future at once; many in flight share one fsync."""
         return self._send_put(*self._put_args(key, value, ttl, expect_version))
 
@@ -279,11 +281,14 @@ class KeySpace(MutableMapping[Any, Any]):
         Raises:
             InvalidKey: Bad key. VersionConflict: ``expect_version`` did not match.
         """
-        return self.delete_async(key, expect_version=expect_version).get()
+        self._check_key(key)
+        _check_expect(expect_version)
+        receipt: Receipt | None = self._call_delete(key, expect_version)
+        return receipt
 
     def delete_async(
         self, key: Any, *, expect_version: int | None = None
-    ) -> pykka.Future[Receipt | None]:
+    ) -> Future[Receipt | None]:
         """Like :meth:`delete`, but returns a future at once."""
         self._check_key(key)
         _check_expect(expect_version)
@@ -302,7 +307,7 @@ class KeySpace(MutableMapping[Any, Any]):
 
         The store does this periodically; expired keys are invisible to reads either way.
         """
-        return int(self._actor.sweep().get())
+        return int(self._actor.blocking.sweep())
 
     def clear(self) -> None:
         """Delete every key, atomically (one record)."""
@@ -330,25 +335,17 @@ class KeySpace(MutableMapping[Any, Any]):
         expect_version: int | None = None,
     ) -> Receipt:
         """Awaitable :meth:`put`; the event loop keeps running while the write is durable."""
-        receipt: Receipt = await self._await("put", self._put_args(key, value, ttl, expect_version))
+        receipt: Receipt = await self.put_async(key, value, ttl=ttl, expect_version=expect_version)
         return receipt
 
     async def adelete(self, key: Any, *, expect_version: int | None = None) -> Receipt | None:
         """Awaitable :meth:`delete`."""
-        self._check_key(key)
-        _check_expect(expect_version)
-        receipt: Receipt | None = await self._await("delete", (key, expect_version))
+        receipt: Receipt | None = await self.delete_async(key, expect_version=expect_version)
         return receipt
 
     async def aget(self, key: Any, default: Any = None) -> Any:
         """Awaitable :meth:`get` (reads never wait for the actor, so this never blocks)."""
         return self.get(key, default)
-
-    def _await(self, command: str, args: tuple[Any, ...]) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[Any] = loop.create_future()
-        self._actor.enqueue(Command(command, args, {}, _LoopFuture(loop, waiter)))
-        return waiter
 
     # -- misc --------------------------------------------------------------------------------
 
@@ -505,7 +502,7 @@ class WriteBatch:
         """Write the batch unless the block raised."""
         self._stage = "done"
         if exc_type is None and self._ops:
-            self.receipt = self._keyspace._actor.write_batch(self._ops).get()
+            self.receipt = self._keyspace._actor.blocking.write_batch(self._ops)
 
     def _check_open(self) -> None:
         if self._stage != "open":
@@ -515,36 +512,6 @@ class WriteBatch:
                 "and call b.put()/b.delete() inside the block (a batch is single-use)"
             )
             raise InvalidOperation(msg)
-
-
-class _LoopFuture(Reply[Any]):
-    """A pykka future that also resolves an asyncio future, on that future's loop."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[Any]) -> None:
-        super().__init__()
-        self._loop = loop
-        self._waiter = waiter
-
-    def set(self, value: Any = None) -> None:
-        super().set(value)
-        self._wake(value, None)
-
-    def set_exception(self, exc_info: Any = None) -> None:
-        super().set_exception(exc_info)
-        self._wake(None, exc_info[1] if exc_info is not None else None)
-
-    def _wake(self, value: Any, error: BaseException | None) -> None:
-        with contextlib.suppress(RuntimeError):  # a closed loop: nobody awaits this any more
-            self._loop.call_soon_threadsafe(_resolve, self._waiter, value, error)
-
-
-def _resolve(waiter: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
-    if waiter.done():  # the awaiting task was cancelled
-        return
-    if error is not None:
-        waiter.set_exception(error)
-    else:
-        waiter.set_result(value)
 
 
 def _check_ttl(ttl: object) -> float:

@@ -19,15 +19,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import pykka
-
 from actors._actor import EventSourcedActor, command_names
+from actors._core import ActorCore, Counters, ReplayProgress, replay
 from actors._events import event_codec_for
+from actors._future import Future
 from actors._handle import HANDLE_NAMES, ActorHandle
-from actors._host import ActorHost, Counters, ReplayProgress, replay, running_log
 from actors._keyspace import KeySpace, KeySpaceOptions
 from actors._keyspace_actor import KeySpaceActor
 from actors._names import check_name
+from actors.runtimes import PykkaRuntime
 from storage import DEFAULT_SEGMENT_BYTES, DirectoryLock, LogOptions, SegmentedLog, _fileio
 from storage._format import FORMAT_VERSION
 from storage.errors import (
@@ -84,6 +84,7 @@ class Store:
         self._stop_sweeper = threading.Event()
         self._owner_pid = os.getpid()
         self._forked = False
+        self._runtime = PykkaRuntime()
 
     @classmethod
     def open(
@@ -310,11 +311,12 @@ class Store:
                     _check_replayed_key_type(name, actor, manifest.key_type)
                 with opening(directory, "writing the manifest of"):
                     write_manifest(directory, manifest)
-            ref = ActorHost.start(name, actor, log, codec, counters)
+            core = ActorCore(name, actor, log, codec, counters, self._runtime.new_future)
+            self._runtime.start(core)
         except BaseException:
             log.close()
             raise
-        return ActorHandle(name, actor_class, ref, commands, counters, log), actor
+        return ActorHandle(name, actor_class, core, commands), actor
 
     def _start_sweeper(self) -> None:
         if self._sweeper is None:
@@ -352,12 +354,14 @@ class Store:
         """
         if self._forked:
             return
-        inside = running_log()
-        if inside is not None and inside.directory.is_relative_to(self.path):
+        with self._mutex:
+            running = [*self._handles.values(), *(ks._actor for ks in self._keyspaces.values())]
+        inside = [handle.name for handle in running if handle.in_own_thread()]
+        if inside:
             msg = (
-                f"Store.close() was called from inside a command of {inside.directory.name!r}, "
-                "an actor of this store: it would wait for that command to finish. Close the "
-                "store from outside its actors' commands"
+                f"Store.close() was called from inside a command of {inside[0]!r}, an actor "
+                "of this store: it would wait for that command to finish. Close the store "
+                "from outside its actors' commands"
             )
             raise InvalidOperation(msg)
         with self._mutex:
@@ -388,7 +392,7 @@ class Store:
         for handle, stopped in stopping:
             try:
                 stopped.get(timeout=max(0.0, deadline - time.monotonic()))
-            except pykka.Timeout:
+            except stopped.timeout_error:
                 stuck.append((handle, stopped))
         if not stuck:
             self._lock.release()
@@ -510,7 +514,7 @@ def _qualified_name(klass: type) -> str:
     return f"{klass.__module__}.{klass.__qualname__}"
 
 
-def _release_when_stopped(lock: DirectoryLock, stopping: list[pykka.Future[Any]]) -> None:
+def _release_when_stopped(lock: DirectoryLock, stopping: list[Future[None]]) -> None:
     """Body of a closing thread: unlock the directory once every straggler has stopped."""
     for stopped in stopping:
         stopped.get()

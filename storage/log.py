@@ -31,6 +31,7 @@ from storage._recovery import Segment, TailCut, recover
 from storage._segment import create_segment, scan_segment
 from storage.errors import (
     CorruptLog,
+    InvalidOperation,
     InvalidOption,
     KeyspaceClosed,
     StoreForked,
@@ -179,22 +180,34 @@ class SegmentedLog:
         """Append one payload; returns its sequence number. See :meth:`append_batch`."""
         return self.append_batch((payload,))
 
-    def append_batch(self, payloads: Sequence[bytes]) -> int:
+    def append_batch(self, payloads: Sequence[bytes], *, expect_first: int | None = None) -> int:
         """Append payloads as one atomic group: one ``write`` and at most one ``fsync``.
 
         After a crash either every payload of the group is in the log or none is. Under
         ``fsync="always"`` the group is durable when this returns. Thread-safe. O(total bytes).
+
+        Args:
+            payloads: The records' payloads, numbered from :attr:`next_seq` in order.
+            expect_first: The number the caller expects the first to get (a writer that
+                told its callers their numbers early); the log refuses any other.
 
         Returns:
             The sequence number of the last payload (``last_seq`` if ``payloads`` is empty).
 
         Raises:
             InvalidValue: A payload is not bytes or is too large; nothing was written.
+            InvalidOperation: ``expect_first`` is not :attr:`next_seq`; nothing was written.
             WriteFailed: The write or fsync failed, or an earlier one did; reopen the log.
             KeyspaceClosed: The log is closed.
         """
         with self._mutex:
             self._check_writable()
+            if expect_first is not None and expect_first != self._last_seq + 1:
+                msg = (
+                    f"a group numbered from {expect_first} cannot be appended to the log in "
+                    f"{self.directory}, whose next record is {self._last_seq + 1}: two writers?"
+                )
+                raise InvalidOperation(msg)
             if not payloads:
                 return self._last_seq
             data = encode_records(self._last_seq + 1, payloads)
@@ -270,6 +283,11 @@ class SegmentedLog:
     def last_seq(self) -> int:
         """Sequence number of the newest record appended (0 for an empty log)."""
         return self._last_seq
+
+    @property
+    def next_seq(self) -> int:
+        """Sequence number the next appended record will get."""
+        return self._last_seq + 1
 
     def read(self, from_seq: int = 1) -> Iterator[tuple[int, bytes]]:
         """Iterate ``(seq, payload)`` from ``from_seq`` up to the ``last_seq`` of this call.

@@ -145,12 +145,11 @@ def test_a_failed_group_of_many_concurrent_callers_fails_every_one_and_leaves_no
             batch_done: list[BaseException] = []
             batcher = threading.Thread(target=write_batch, args=(ks, batch_done))
             batcher.start()
-            inbox = ks._actor._ref.actor_inbox
             for _ in range(int(TIMEOUT * 1000)):  # until the batch is queued with the rest
-                if inbox.qsize() >= len(futures) + 1:
+                if ks.stats().queued >= len(futures) + 1:
                     break
                 gate.entered.wait(0.001)
-            assert inbox.qsize() == len(futures) + 1
+            assert ks.stats().queued == len(futures) + 1
             gate.release.set()
             assert isinstance(first.get(timeout=TIMEOUT), Receipt)
             for future in futures:

@@ -1,0 +1,615 @@
+"""The write path of one actor, whichever runtime hosts it: run, group, write, publish, answer.
+
+An actor has a queue, a state and one *execution right*. Whoever holds the right runs the
+queued commands one at a time, writes the group they form with one ``append_batch`` (one
+write, at most one fsync), publishes it, answers every caller, and passes the right on. A
+blocking caller that finds the actor idle takes the right itself and runs its command in its
+own thread; callers arriving meanwhile queue up behind it. When the holder is done, the
+right goes to the first queued blocking caller (it was about to be woken anyway: now it
+writes the next group), or, for commands sent without waiting, to the actor's *home*
+thread, which the runtime provides (LevelDB's writer queue; ``DBImpl::Write``). No command
+pays a hop to another thread and back unless its caller chose not to wait.
+
+Per group, in the holder's thread:
+
+1. take queued commands in order and run each against the latest state; the events a
+   command emits are applied at once and encoded into one record; its reply waits in the
+   group (errors too: a refusal may rest on state that is not durable yet);
+2. stop taking when the queue is empty or the group is large (1 MiB; 128 KiB past a small
+   first record, so a small write never waits for a huge one to be written);
+3. write the records; the log numbers them and checks the numbering the commands saw;
+4. publish: the actor's ``on_published`` (the key space publishes its sorted state there),
+   then every listener (indexes, subscribers), with the group's sequence range and events;
+5. answer every caller of the group.
+
+A failed write or fsync fails the whole group, restores the last durable state and makes
+the actor refuse commands until it is spawned again. Whatever escapes a command, the
+command's caller gets it; whatever escapes the machinery, every caller of the group gets it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
+
+import msgspec
+
+from actors._actor import EventSourcedActor
+from actors._events import EventCodec
+from actors._future import Future
+from storage import SegmentedLog
+from storage.errors import (
+    ActorStopped,
+    CorruptLog,
+    InvalidOperation,
+    KeyspaceClosed,
+    ReplayFailed,
+    WriteFailed,
+)
+
+logger = logging.getLogger("actorkv.actors")
+
+ReplayProgress = Callable[[str, int, int], None]
+"""Called as ``progress(actor_name, records_replayed, records_total)`` during replay."""
+
+_PROGRESS_EVERY = 65536  # records between progress reports: ~0.1 s of replay
+GROUP_BYTES = 1 << 20  # a group stops taking commands past this many payload bytes...
+SMALL_RECORD_BYTES = 128 << 10  # ...or this far past a small first record (LevelDB's rule)
+
+
+class Home(Protocol):
+    """The runtime's side of an actor: its home thread, for work nobody waits for."""
+
+    def wake(self) -> None:
+        """Have the home thread call ``core.drain()`` soon (it holds the right then)."""
+
+    def stop(self) -> None:
+        """Let the home thread go; called once, after the core has shut down."""
+
+    def is_home(self) -> bool:
+        """Whether the calling thread is the home thread."""
+
+
+class Command:
+    """A command: which method, its arguments, and how to answer its caller.
+
+    A caller that waits (``ActorCore.call``) gets ``waiter``, a lock it blocks on; one that
+    does not (``ActorCore.send``) gets ``future``.
+    """
+
+    __slots__ = ("abandoned", "args", "future", "kwargs", "lead", "name", "outcome", "waiter")
+
+    def __init__(
+        self,
+        name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        future: Future[Any] | None = None,
+    ) -> None:
+        self.name = name
+        self.args = args
+        self.kwargs = kwargs
+        self.future = future
+        self.waiter: threading.Lock | None = None
+        self.outcome: tuple[Any, BaseException | None] | None = None
+        self.lead = False  # the right was handed to this command's waiting caller
+        self.abandoned = False  # its caller stopped waiting (interrupted)
+
+
+class _Stop:
+    """The last item of a stopping actor's queue."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: Future[None]) -> None:
+        self.future = future
+
+
+class Published(NamedTuple):
+    """A group that became durable: what listeners are told, in order, once per group.
+
+    Attributes:
+        first_seq: Sequence number of the group's first record.
+        last_seq: Sequence number of its last record.
+        records: ``(seq, events)`` for each record, the events as emitted.
+    """
+
+    first_seq: int
+    last_seq: int
+    records: list[tuple[int, tuple[Any, ...]]]
+
+
+class ActorStats(msgspec.Struct, frozen=True):
+    """Counters of one actor since it was spawned.
+
+    Attributes:
+        commands: Commands run (accepted or refused).
+        events: Events emitted by accepted commands.
+        records: Log records written (one per command that emitted events).
+        groups: Group writes (one ``append_batch`` each).
+        fsyncs: fsyncs of the actor's log.
+        largest_group: Most commands answered by one group write.
+        events_replayed: Events applied while recovering from the log.
+        records_replayed: Records read while recovering from the log.
+        failed: Whether the actor refuses writes after a failed write or fsync (a
+            background fsync included).
+        queued: Commands waiting for the execution right when the stats were taken.
+    """
+
+    commands: int
+    events: int
+    records: int
+    groups: int
+    fsyncs: int
+    largest_group: int
+    events_replayed: int
+    records_replayed: int
+    failed: bool
+    queued: int = 0
+
+
+@dataclass(slots=True)
+class Counters:
+    """Mutable counters written by whoever holds the right; read as :class:`ActorStats`."""
+
+    commands: int = 0
+    events: int = 0
+    records: int = 0
+    groups: int = 0
+    largest_group: int = 0
+    events_replayed: int = 0
+    records_replayed: int = 0
+    failed: bool = False
+
+
+def replay(
+    name: str,
+    actor: EventSourcedActor[Any],
+    log: SegmentedLog,
+    codec: EventCodec,
+    counters: Counters,
+    progress: ReplayProgress | None,
+) -> None:
+    """Fold every record of ``log`` into ``actor``'s state, from ``initial_state()``.
+
+    Raises:
+        CorruptLog: A damaged record, or one that no longer decodes as this actor's events.
+        ReplayFailed: ``apply`` raised on one of the events.
+    """
+    total = log.last_seq - log.first_seq + 1
+    apply = actor.apply
+    decode = codec.decode
+    state = actor.initial_state()
+    records = events = 0
+    for seq, payload in log.read():
+        actor._esa_seq = seq
+        try:
+            decoded = decode(payload)
+        except msgspec.DecodeError as exc:
+            reason = (
+                f"record {seq} does not decode as {type(actor).__name__}'s events ({exc}); "
+                "were event types changed without defaults for new fields?"
+            )
+            raise CorruptLog(log.directory, 0, reason) from exc
+        for event in decoded:
+            try:
+                state = apply(state, event)
+            except Exception as exc:
+                raise ReplayFailed(name, seq, event, exc) from exc
+        events += len(decoded)
+        records += 1
+        if progress is not None and records % _PROGRESS_EVERY == 0:
+            progress(name, records, total)
+    actor._esa_state = state
+    actor.on_persisted()
+    counters.records_replayed = records
+    counters.events_replayed = events
+    if progress is not None:
+        progress(name, records, total)
+    logger.debug("%s: replayed %d events from %d records", name, events, records)
+
+
+class ActorCore:
+    """One actor's queue, execution right and group commit. Thread-safe.
+
+    The runtime provides the home thread (:meth:`attach`) and the future type; the handles
+    call :meth:`call` (run now, in this thread if the actor is idle) and :meth:`send`
+    (queue, answer through a future).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        actor: EventSourcedActor[Any],
+        log: SegmentedLog,
+        codec: EventCodec,
+        counters: Counters,
+        new_future: Callable[[], Future[Any]],
+    ) -> None:
+        self.name = name
+        self.log = log
+        self.counters = counters
+        self.new_future = new_future
+        self.listeners: list[Callable[[Published], None]] = []
+        """Called with each :class:`Published` group, after the actor's ``on_published``."""
+        self._actor = actor
+        self._codec = codec
+        self._home: Home | None = None
+        self._mutex = threading.Lock()  # guards the queue and the right's bookkeeping
+        self._queue: deque[Command | _Stop] = deque()
+        self._busy = False  # someone holds the execution right
+        self._holder: int | None = None  # thread ident of the holder, while it runs
+        self._refusal: tuple[type[KeyspaceClosed], str] | None = None  # set once stopping
+        # The open group: payloads, what each record's events were, and the replies.
+        self._payloads: list[bytes] = []
+        self._events: list[tuple[Any, ...]] = []
+        self._replies: list[tuple[Command, Any, bool]] = []
+        self._group_events = 0
+        self._durable_state: Any = actor.state
+        self._failure: BaseException | None = None
+        self._closed = False
+
+    def attach(self, home: Home) -> None:
+        """Give the core its home thread (before any command)."""
+        self._home = home
+
+    # -- callers (any thread) ------------------------------------------------------------------
+
+    def call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run a command and return its result once durable (or raise what it raised).
+
+        Runs it in this thread if the actor is idle, and then any commands queued behind
+        it, as one group; otherwise waits in the queue, and may be handed the right to
+        write the next group itself.
+
+        Raises:
+            InvalidOperation: Called from inside one of this actor's own commands.
+            ActorStopped, KeyspaceClosed: The actor is stopped or stopping.
+        """
+        if self._holder == threading.get_ident():
+            msg = (
+                f"a command of {self.name!r} called {self.name!r} and waited for it: it would "
+                "wait for itself. Send it without waiting, or do the work in the command"
+            )
+            raise InvalidOperation(msg)
+        command = Command(name, args, kwargs)
+        waiter = command.waiter = threading.Lock()
+        waiter.acquire()
+        if self._enqueue(command):
+            self._drain()
+        while command.outcome is None:
+            try:
+                waiter.acquire()  # released when answered, or when handed the right
+            except BaseException:
+                self._abandon(command)
+                raise
+            if command.outcome is None:
+                self._drain()  # handed the right: our command is first in the queue
+        value, error = command.outcome
+        if error is not None:
+            raise error
+        return value
+
+    def send(self, command: Command) -> None:
+        """Queue a command whose ``future`` the caller holds; answered through it.
+
+        The home thread runs it, unless someone holds the right already.
+
+        Raises:
+            ActorStopped, KeyspaceClosed: The actor is stopped or stopping.
+        """
+        if self._enqueue(command):
+            self._hand_home()
+
+    def stop(self) -> Future[None]:
+        """Refuse new commands, run the queued ones, flush, close the log.
+
+        Returns a future resolved once stopped. Safe to call twice.
+        """
+        with self._mutex:
+            for item in self._queue:
+                if type(item) is _Stop:
+                    return item.future
+            stopped: Future[None] = self.new_future()
+            if self._closed:
+                stopped.set(None)
+                return stopped
+            if self._refusal is None:
+                self._refusal = (ActorStopped, f"actor {self.name!r} is stopped; spawn it again")
+            self._queue.append(_Stop(stopped))
+            idle = not self._busy
+            self._busy = True
+        if idle:
+            self._hand_home()
+        return stopped
+
+    def refuse(self, kind: type[KeyspaceClosed], message: str) -> None:
+        """From now on, new commands raise ``kind(message)`` (say why the actor stopped)."""
+        with self._mutex:
+            self._refusal = (kind, message)
+
+    def held_here(self) -> bool:
+        """Whether the calling thread is running one of this actor's commands."""
+        return self._holder == threading.get_ident()
+
+    @property
+    def queued(self) -> int:
+        """How many commands wait for the right."""
+        return sum(1 for item in self._queue if type(item) is Command)
+
+    @property
+    def durable_state(self) -> Any:
+        """The actor's state as of its last durable group (safe to read from any thread)."""
+        return self._durable_state
+
+    @property
+    def alive(self) -> bool:
+        """Whether the actor still accepts commands."""
+        return self._refusal is None and not self._closed
+
+    def forsake(self, kind: type[KeyspaceClosed], message: str) -> None:
+        """In a forked child: refuse every command.
+
+        Takes no lock: a parent's thread that held one does not exist here.
+        """
+        self._mutex = threading.Lock()
+        self._refusal = (kind, message)
+        self._queue = deque()
+
+    # -- the right -----------------------------------------------------------------------------
+
+    def _enqueue(self, item: Command) -> bool:
+        """Queue ``item``; returns whether the caller now holds the right."""
+        with self._mutex:
+            if self._refusal is not None:
+                kind, message = self._refusal
+                raise kind(message)
+            self._queue.append(item)
+            if self._busy:
+                return False
+            self._busy = True
+            return True
+
+    def _hand_home(self) -> None:
+        home = self._home
+        assert home is not None, "attach() the home thread first"
+        home.wake()
+
+    def _abandon(self, command: Command) -> None:
+        """The caller of ``command`` stopped waiting: never hand it the right again."""
+        with self._mutex:
+            command.abandoned = True
+            if not command.lead:
+                return
+        self._hand_home()  # it was handed the right and will not use it
+
+    def drain(self) -> None:
+        """Run queued groups while holding the right, then pass it on. The holder's thread.
+
+        Called by the runtime's home thread when woken, and by :meth:`call`.
+        """
+        self._drain()
+
+    def _drain(self) -> None:
+        # _holder is cleared under the mutex *before* the right is passed on: once passed,
+        # the next holder owns the field.
+        self._holder = threading.get_ident()
+        try:
+            while self._run_group():
+                if not self._keep_right():
+                    return
+            self._holder = None  # stopped
+        except BaseException as exc:
+            # The machinery itself failed (or this thread was interrupted): nobody of the
+            # group may hang, and the right must not die with this thread.
+            logger.exception("%s: internal error; failing the open group", self.name)
+            self._fail_group(exc)
+            with self._mutex:
+                self._holder = None
+                more = bool(self._queue)
+                self._busy = more
+            if more:
+                self._hand_home()
+            if not isinstance(exc, Exception):
+                raise
+
+    def _keep_right(self) -> bool:
+        """After a group: keep the right (True), or release it or pass it on (False)."""
+        with self._mutex:
+            if not self._queue:
+                self._holder = None
+                self._busy = False
+                return False
+            first = self._queue[0]
+            if type(first) is Command and first.waiter is not None and not first.abandoned:
+                # Its caller is about to be woken anyway: now it writes the next group.
+                self._holder = None
+                first.lead = True
+                first.waiter.release()
+                return False
+            home = self._home
+            if home is not None and home.is_home():
+                return True  # the home thread serves what nobody waits for
+            self._holder = None
+        self._hand_home()  # a caller's thread: back to its caller, the rest to the home
+        return False
+
+    def _run_group(self) -> bool:
+        """Run commands from the queue as one group and write it; False once stopped."""
+        queue, mutex, run, payloads = self._queue, self._mutex, self._run, self._payloads
+        limit = GROUP_BYTES
+        size = 0
+        while True:
+            with mutex:
+                if not queue:
+                    break
+                item = queue.popleft()
+                if type(item) is _Stop:
+                    if self._replies:
+                        queue.appendleft(item)  # write the open group first
+                        break
+                    self._shut_down(item)
+                    return False
+            records = len(payloads)
+            run(item)  # type: ignore[arg-type]  # not a _Stop (mypy cannot narrow by type())
+            if len(payloads) > records:
+                if size == 0 and len(payloads[0]) < SMALL_RECORD_BYTES:
+                    limit = len(payloads[0]) + SMALL_RECORD_BYTES
+                size += len(payloads[-1])
+                if size >= limit:
+                    break
+        if self._replies:
+            self._flush()
+        return True
+
+    # -- one command, one group (the holder's thread) ------------------------------------------
+
+    def _run(self, command: Command) -> None:
+        counters = self.counters
+        counters.commands += 1
+        if self._failure is not None:
+            self._answer(command, None, self._refused_write())
+            return
+        actor = self._actor
+        before = actor._esa_state
+        emitted: list[bytes] = []
+        actor._esa_emitted = emitted
+        actor._esa_seq = self.log.next_seq + len(self._payloads)
+        events: list[Any] = []
+        actor._esa_events = events
+        try:
+            result = getattr(actor, command.name)(*command.args, **command.kwargs)
+        except BaseException as exc:
+            # Whatever escapes the command (sys.exit() and KeyboardInterrupt included) is
+            # its caller's answer; the actor rolls back and goes on serving the others.
+            actor._esa_state = before
+            if self._replies:  # the refusal may rest on state that is not durable yet
+                self._replies.append((command, exc, True))
+            else:
+                self._answer(command, None, exc)
+            return
+        finally:
+            actor._esa_emitted = None
+            actor._esa_events = None
+        if not emitted and not self._replies:
+            self._answer(command, result, None)  # it saw only durable state: answer now
+            return
+        if emitted:
+            self._payloads.append(self._codec.join(emitted))
+            self._events.append(tuple(events))
+            self._group_events += len(emitted)
+        self._replies.append((command, result, False))
+
+    def _flush(self) -> None:
+        payloads, replies, events = self._payloads, self._replies, self._events
+        self._payloads, self._replies, self._events = [], [], []
+        counters = self.counters
+        if payloads:
+            first = self.log.next_seq
+            try:
+                last = self.log.append_batch(payloads, expect_first=first)
+            except BaseException as exc:
+                self._refuse_from_now(exc, durable=False)
+                self._fail_replies(replies, self._refused_write())
+                return
+            counters.records += len(payloads)
+            counters.events += self._group_events
+            counters.groups += 1
+            self._group_events = 0
+            self._durable_state = self._actor.state
+            numbered = list(zip(range(first, last + 1), events, strict=True))
+            published = Published(first, last, numbered)
+            try:
+                self._actor.on_published(published)
+                for listener in self.listeners:
+                    listener(published)
+            except BaseException as exc:
+                # Durable, but the published view may be half updated: an error tells
+                # callers the outcome is unknown (true), and the actor stops taking commands.
+                logger.exception("%s: publishing a group failed; refusing commands", self.name)
+                self._refuse_from_now(exc, durable=True)
+                self._fail_replies(replies, self._refused_write())
+                return
+        counters.largest_group = max(counters.largest_group, len(replies))
+        answer = self._answer
+        for command, outcome, is_error in replies:
+            if is_error:
+                answer(command, None, outcome)
+            else:
+                answer(command, outcome, None)
+
+    def _answer(self, command: Command, value: Any, error: BaseException | None) -> None:
+        waiter = command.waiter
+        if waiter is not None:
+            command.outcome = (value, error)
+            waiter.release()
+            return
+        future = command.future
+        assert future is not None
+        try:
+            if error is None:
+                future.set(value)
+            else:
+                future.set_exception(error)
+        except Exception:  # one broken waiter (a closed event loop) must not strand the rest
+            logger.exception("%s: could not answer a caller", self.name)
+
+    def _fail_replies(self, replies: list[tuple[Command, Any, bool]], exc: BaseException) -> None:
+        for command, _, _ in replies:
+            self._answer(command, None, exc)
+
+    def _fail_group(self, exc: BaseException) -> None:
+        replies = self._replies
+        self._payloads, self._replies, self._events, self._group_events = [], [], [], 0
+        self._fail_replies(replies, exc)
+        self._restore_durable_state()
+
+    def _refuse_from_now(self, exc: BaseException, *, durable: bool) -> None:
+        """Refuse every later command; drop undurable state unless the group is durable."""
+        self._failure = exc
+        self.counters.failed = True
+        if not durable:
+            logger.warning("%s: write failed; refusing writes until reopened", self.name)
+            self._restore_durable_state()
+
+    def _restore_durable_state(self) -> None:
+        self._actor._esa_state = self._durable_state
+        try:
+            self._actor.on_write_failed()
+        except Exception:
+            logger.exception("%s: on_write_failed failed", self.name)
+
+    def _refused_write(self) -> WriteFailed:
+        error = WriteFailed(
+            f"actor {self.name!r} refuses commands after a failed write ({self._failure}); "
+            "stop and spawn it again (reopening the store) to recover from its log"
+        )
+        error.__cause__ = self._failure
+        return error
+
+    def _shut_down(self, stop: _Stop) -> None:
+        """Close the log and answer the stop; the queue is empty (new commands refused)."""
+        self._closed = True
+        try:
+            self.log.close()
+        finally:
+            stop.future.set(None)
+            home = self._home
+            if home is not None:
+                home.stop()
+
+
+__all__ = [
+    "ActorCore",
+    "ActorStats",
+    "Command",
+    "Counters",
+    "Home",
+    "Published",
+    "ReplayProgress",
+    "replay",
+]
