@@ -108,7 +108,9 @@ class KeySpace(MutableMapping[Any, Any]):
         self._entries_get = state.entries.get
         self._clock = state.clock
         self._key_type = options.key_type
-        value_type = options.value_type
+        self._max_key_bytes = options.max_key_bytes
+        self._max_value_bytes = options.max_value_bytes
+        value_type = self._value_type = options.value_type
         self._decode = (
             msgspec.msgpack.Decoder(value_type).decode
             if value_type is not None
@@ -401,7 +403,11 @@ class KeySpace(MutableMapping[Any, Any]):
             raise InvalidKey(msg)
 
     def _check_key(self, key: Any) -> None:
-        if type(key) is not self._key_type:  # the exact type needs no further check
+        key_type = type(key)
+        if key_type is str and self._key_type is str and key.isascii():  # the usual key
+            if 0 < len(key) <= self._max_key_bytes:  # ASCII text is its own UTF-8
+                return
+        elif key_type is not self._key_type:  # the exact type needs no further check
             self._check_key_type(key)
         if isinstance(key, str):
             try:
@@ -415,23 +421,22 @@ class KeySpace(MutableMapping[Any, Any]):
         if size == 0:
             msg = "keys cannot be empty"
             raise InvalidKey(msg)
-        if size > self.options.max_key_bytes:
+        if size > self._max_key_bytes:
             msg = (
-                f"key of {size} bytes is over the {self.options.max_key_bytes}-byte limit "
-                "(max_key_bytes)"
+                f"key of {size} bytes is over the {self._max_key_bytes}-byte limit (max_key_bytes)"
             )
             raise InvalidKey(msg)
 
     def encode_value(self, value: Any) -> msgspec.Raw:
         """Encode and check a value as a put would (InvalidValue if it cannot be stored)."""
         raw = encode_value(value)
-        if len(raw) > self.options.max_value_bytes:
+        if len(raw) > self._max_value_bytes:
             msg = (
                 f"value of {len(raw)} bytes (encoded) is over the "
-                f"{self.options.max_value_bytes}-byte limit (max_value_bytes)"
+                f"{self._max_value_bytes}-byte limit (max_value_bytes)"
             )
             raise InvalidValue(msg)
-        if self.options.value_type is not None:
+        if self._value_type is not None:
             try:
                 self._decode(raw)
             except msgspec.ValidationError as exc:
@@ -473,8 +478,14 @@ class WriteBatch:
         self, key: Any, value: Any, *, ttl: float | None = None, expect_version: int | None = None
     ) -> None:
         """Add a put (checked now; InvalidKey/InvalidValue raise inside the block)."""
-        self._check_open()
-        self._ops.append(PutOp(*self._keyspace._put_args(key, value, ttl, expect_version)))
+        if self._stage != "open":
+            self._check_open()
+        keyspace = self._keyspace
+        if ttl is None and expect_version is None:  # once per put of a bulk load: no tuples
+            keyspace._check_key(key)
+            self._ops.append(PutOp(key, keyspace.encode_value(value), None, None))
+        else:
+            self._ops.append(PutOp(*keyspace._put_args(key, value, ttl, expect_version)))
 
     def delete(self, key: Any, *, expect_version: int | None = None) -> None:
         """Add a delete (a missing key is skipped unless ``expect_version`` says otherwise)."""

@@ -57,6 +57,11 @@ def encode_records(first_seq: int, payloads: Sequence[bytes]) -> bytes:
         InvalidValue: A payload is not bytes or is larger than ``MAX_PAYLOAD_BYTES``.
             Nothing is returned, so nothing reaches the log.
     """
+    if len(payloads) == 1:  # the common group of one: no loop, no join (-0.5 us)
+        payload = payloads[0]
+        if type(payload) is bytes and len(payload) <= MAX_PAYLOAD_BYTES:
+            body = _AFTER_CRC.pack(len(payload), first_seq, 0, 0) + payload
+            return _CRC.pack(zlib.crc32(body)) + body
     for index, payload in enumerate(payloads):
         unchecked: object = payload  # typed callers pass bytes; untyped ones may not
         if not isinstance(unchecked, bytes | bytearray):

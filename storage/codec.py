@@ -146,7 +146,8 @@ def encode_value(value: Any) -> msgspec.Raw:
     except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
         msg = f"cannot encode value of type {type(value).__name__}: {exc}; use MessagePack types"
         raise InvalidValue(msg) from exc
-    check_depth(encoded, "the value")
+    if len(encoded) > MAX_VALUE_DEPTH and encoded[0] in _CONTAINER_BYTES:  # check_depth's test
+        check_depth(encoded, "the value")
     return msgspec.Raw(encoded)
 
 

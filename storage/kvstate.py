@@ -80,6 +80,7 @@ class KVState:
         "expiring",
         "lock",
         "pending",
+        "pending_ttl",
         "publishing",
     )
 
@@ -98,6 +99,7 @@ class KVState:
         self.entries: SortedDict = SortedDict()
         self.expiring: SortedList = SortedList()  # (expires_at, key) of committed TTL entries
         self.pending: dict[Any, Entry | None] = {}
+        self.pending_ttl = False  # whether some staged entry has an expiry time
         self.lock = threading.Lock()
         # Set while commit() moves a group into entries (see the module notes).
         self.publishing = False
@@ -128,6 +130,8 @@ class KVState:
         version = 1 if previous is None else previous.version + 1
         entry = Entry(value, version, seq, expires_at, decoded)
         self.pending[key] = entry
+        if expires_at is not None:
+            self.pending_ttl = True
         return entry
 
     def apply(self, event: KVEvent, seq: int) -> None:
@@ -153,11 +157,19 @@ class KVState:
                         self.apply(inner, seq)
 
     def _stage_encoded_put(self, put: Put, seq: int) -> None:
+        # stage_put, inlined: once per put of every batch and of every replayed record.
         data = bytes(put.value)
+        key = put.key
+        pending = self.pending
+        previous = pending[key] if key in pending else self.entries.get(key)
+        version = 1 if previous is None else previous.version + 1
+        expires_at = put.expires_at
         if self.decode_scalars and data[0] in _SCALAR_MARKERS:
-            self.stage_put(put.key, _decode(data), seq, put.expires_at, decoded=True)
+            pending[key] = Entry(_decode(data), version, seq, expires_at, True)  # noqa: FBT003
         else:
-            self.stage_put(put.key, data, seq, put.expires_at)
+            pending[key] = Entry(data, version, seq, expires_at)
+        if expires_at is not None:
+            self.pending_ttl = True
 
     def stage_delete(self, key: Any) -> None:
         """Stage the removal of ``key``. O(1)."""
@@ -178,12 +190,8 @@ class KVState:
         with self.lock:
             self.publishing = True
             try:
-                for key, entry in pending.items():
-                    old = entries.get(key)
-                    if old is not None and old.expires_at is not None:
-                        expiring.remove((old.expires_at, key))
-                    if entry is not None and entry.expires_at is not None:
-                        expiring.add((entry.expires_at, key))
+                if expiring or self.pending_ttl:  # else no entry, old or new, has a TTL
+                    self._reindex_expiring(pending)
                 if len(pending) * 10 > len(entries):
                     # SortedDict.update re-sorts every key once the new ones are a tenth or more.
                     for key in [key for key, entry in pending.items() if entry is None]:
@@ -191,18 +199,33 @@ class KVState:
                         del pending[key]
                     entries.update(pending)
                 else:
-                    for key, entry in pending.items():
+                    replace = dict.__setitem__  # SortedDict is a dict: a key it holds keeps
+                    for key, entry in pending.items():  # its place, only the value changes
                         if entry is None:
                             entries.pop(key, None)
+                        elif key in entries:
+                            replace(entries, key, entry)
                         else:
                             entries[key] = entry
             finally:
                 self.publishing = False
         pending.clear()
+        self.pending_ttl = False
+
+    def _reindex_expiring(self, pending: dict[Any, Entry | None]) -> None:
+        """Move the expiry index from the committed entries to ``pending``'s. Under lock."""
+        entries, expiring = self.entries, self.expiring
+        for key, entry in pending.items():
+            old = entries.get(key)
+            if old is not None and old.expires_at is not None:
+                expiring.remove((old.expires_at, key))
+            if entry is not None and entry.expires_at is not None:
+                expiring.add((entry.expires_at, key))
 
     def discard(self) -> None:
         """Drop every staged change (their write failed)."""
         self.pending.clear()
+        self.pending_ttl = False
 
     def has_expired(self, now: float) -> bool:
         """Whether some committed key has expired by ``now`` (safe from any thread). O(1)."""
