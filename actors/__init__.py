@@ -5,7 +5,7 @@ an application needs.
 """
 
 from actors._actor import EventSourcedActor
-from actors._core import ActorStats
+from actors._core import ActorStats, Published
 from actors._handle import ActorHandle
 from actors._keyspace import Entry, KeySpace, KeySpaceOptions, Receipt, WriteBatch
 from actors._store import Store
@@ -50,6 +50,7 @@ __all__ = [
     "KeyspaceClosed",
     "NotALog",
     "OpenFailed",
+    "Published",
     "Receipt",
     "ReplayFailed",
     "StopTimeout",

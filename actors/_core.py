@@ -80,10 +80,22 @@ class Command:
     """A command: which method, its arguments, and how to answer its caller.
 
     A caller that waits (``ActorCore.call``) gets ``waiter``, a lock it blocks on; one that
-    does not (``ActorCore.send``) gets ``future``.
+    does not (``ActorCore.send``) gets ``future``. ``size`` is what the caller expects the
+    command's record to weigh (bytes, 0 if unknown): a group does not take a command that
+    would push it past its bound, so a small write never waits for a huge one.
     """
 
-    __slots__ = ("abandoned", "args", "future", "kwargs", "lead", "name", "outcome", "waiter")
+    __slots__ = (
+        "abandoned",
+        "args",
+        "future",
+        "kwargs",
+        "lead",
+        "name",
+        "outcome",
+        "size",
+        "waiter",
+    )
 
     def __init__(
         self,
@@ -91,11 +103,13 @@ class Command:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         future: Future[Any] | None = None,
+        size: int = 0,
     ) -> None:
         self.name = name
         self.args = args
         self.kwargs = kwargs
         self.future = future
+        self.size = size
         self.waiter: threading.Lock | None = None
         self.outcome: tuple[Any, BaseException | None] | None = None
         self.lead = False  # the right was handed to this command's waiting caller
@@ -267,7 +281,7 @@ class ActorCore:
 
     # -- callers (any thread) ------------------------------------------------------------------
 
-    def call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def call(self, command: Command) -> Any:
         """Run a command and return its result once durable (or raise what it raised).
 
         Runs it in this thread if the actor is idle, and then any commands queued behind
@@ -284,7 +298,6 @@ class ActorCore:
                 "wait for itself. Send it without waiting, or do the work in the command"
             )
             raise InvalidOperation(msg)
-        command = Command(name, args, kwargs)
         waiter = command.waiter = threading.Lock()
         waiter.acquire()
         if self._enqueue(command):
@@ -499,6 +512,10 @@ class ActorCore:
                     self._shut_down(item)
                     return False
                 command: Command = item  # type: ignore[assignment]  # not a _Stop
+                if size and command.size and size + command.size > limit:
+                    with mutex:  # it would overflow the group: it leads the next one
+                        queue.extendleft(reversed(taken[index:]))
+                    break
                 counters.commands += 1
                 if self._failure is not None:
                     answer(command, None, self._refused_write())

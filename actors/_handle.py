@@ -56,6 +56,10 @@ class ActorHandle(Generic[A]):
             msg = f"{self.actor_class.__name__} has no command {name!r} (commands: {known})"
             raise AttributeError(msg)
 
+    def execute(self, command: Command) -> Any:
+        """Run a command built by the caller (see :class:`Command`) and return its result."""
+        return self._core.call(command)
+
     def enqueue(self, command: Command) -> None:
         """Queue a command whose future the caller made.
 
@@ -65,6 +69,10 @@ class ActorHandle(Generic[A]):
                 or (``StoreForked``) this process is a fork of the one that owns it.
         """
         self._core.send(command)
+
+    def new_future(self) -> Future[Any]:
+        """A new future of the runtime's type, for :meth:`enqueue`."""
+        return self._core.new_future()
 
     def stats(self) -> ActorStats:
         """A snapshot of the actor's counters. Thread-safe, no round trip."""
@@ -159,7 +167,7 @@ class BlockingCalls:
         call = handle._core.call
 
         def caller(*args: Any, **kwargs: Any) -> Any:
-            return call(name, args, kwargs)
+            return call(Command(name, args, kwargs))
 
         caller.__name__ = name
         self.__dict__[name] = caller

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from actors._core import ActorStats
+from actors._core import ActorStats, Command
 from actors._future import Future
 from actors._handle import ActorHandle
 from actors._keyspace_actor import DeleteOp, KeySpaceActor, PutOp, Receipt
@@ -118,9 +118,10 @@ class KeySpace(MutableMapping[Any, Any]):
         )
         # Blocking writes run in the caller's thread when the actor is idle (actors._core);
         # the *_async ones queue and are answered through a future.
-        self._call_put = actor.blocking.put
+        self._execute = actor.execute
+        self._enqueue = actor.enqueue
+        self._new_future = actor.new_future
         self._call_delete = actor.blocking.delete
-        self._send_put = actor.put
         self._send_delete = actor.delete
         self._closed: tuple[type[KeyspaceClosed], str] | None = None
 
@@ -263,7 +264,8 @@ class KeySpace(MutableMapping[Any, Any]):
             WriteFailed: The write or fsync failed; the key space refuses writes until the
                 store is reopened.
         """
-        receipt: Receipt = self._call_put(*self._put_args(key, value, ttl, expect_version))
+        args = self._put_args(key, value, ttl, expect_version)
+        receipt: Receipt = self._execute(Command("put", args, {}, None, len(args[1])))
         return receipt
 
     def put_async(
@@ -275,7 +277,10 @@ class KeySpace(MutableMapping[Any, Any]):
         expect_version: int | None = None,
     ) -> Future[Receipt]:
         """Like :meth:`put`, but returns a future at once; many in flight share one fsync."""
-        return self._send_put(*self._put_args(key, value, ttl, expect_version))
+        args = self._put_args(key, value, ttl, expect_version)
+        future: Future[Receipt] = self._new_future()
+        self._enqueue(Command("put", args, {}, future, len(args[1])))
+        return future
 
     def delete(self, key: Any, *, expect_version: int | None = None) -> Receipt | None:
         """Remove ``key``; returns once durable, or None if it did not exist (no write).
@@ -471,6 +476,7 @@ class WriteBatch:
         self._keyspace = keyspace
         self._ops: list[PutOp | DeleteOp] = []
         self._stage = "new"  # -> "open" in the with block -> "done"
+        self._bytes = 0  # the values' encoded size: what the record will weigh, roughly
         self.receipt: Receipt | None = None
         """The batch's receipt once written (None if it changed nothing)."""
 
@@ -483,9 +489,11 @@ class WriteBatch:
         keyspace = self._keyspace
         if ttl is None and expect_version is None:  # once per put of a bulk load: no tuples
             keyspace._check_key(key)
-            self._ops.append(PutOp(key, keyspace.encode_value(value), None, None))
+            op = PutOp(key, keyspace.encode_value(value), None, None)
         else:
-            self._ops.append(PutOp(*keyspace._put_args(key, value, ttl, expect_version)))
+            op = PutOp(*keyspace._put_args(key, value, ttl, expect_version))
+        self._ops.append(op)
+        self._bytes += len(op.value)
 
     def delete(self, key: Any, *, expect_version: int | None = None) -> None:
         """Add a delete (a missing key is skipped unless ``expect_version`` says otherwise)."""
@@ -513,7 +521,8 @@ class WriteBatch:
         """Write the batch unless the block raised."""
         self._stage = "done"
         if exc_type is None and self._ops:
-            self.receipt = self._keyspace._actor.blocking.write_batch(self._ops)
+            command = Command("write_batch", (self._ops,), {}, None, self._bytes)
+            self.receipt = self._keyspace._execute(command)
 
     def _check_open(self) -> None:
         if self._stage != "open":

@@ -29,6 +29,7 @@ from storage.errors import (
     WriteFailed,
 )
 from storage.log import FsyncPolicy, LogOptions, SegmentedLog
+from storage.reader import LogReader, TornTail
 from storage.repair import RepairReport, repair
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "InvalidValue",
     "KeyspaceClosed",
     "LogOptions",
+    "LogReader",
     "NotALog",
     "OpenFailed",
     "RepairReport",
@@ -56,6 +58,7 @@ __all__ = [
     "StoreForked",
     "StoreLocked",
     "TailCut",
+    "TornTail",
     "ValueTypeMismatch",
     "VersionConflict",
     "WriteFailed",

@@ -312,7 +312,7 @@ class SegmentedLog:
             segments = list(self._segments)
             last_seq = self._last_seq
         start = max(from_seq, segments[0].base_seq)
-        return self._read(segments, start, last_seq)
+        return read_records(segments, start, last_seq)
 
     def verify(self) -> int:
         """Read and check every record; returns how many there are.
@@ -321,32 +321,6 @@ class SegmentedLog:
             CorruptLog: The first damaged record, gap or overlap found.
         """
         return sum(1 for _ in self.read())
-
-    @staticmethod
-    def _read(segments: list[Segment], start: int, last_seq: int) -> Iterator[tuple[int, bytes]]:
-        if start > last_seq:
-            return
-        first = bisect.bisect_right([s.base_seq for s in segments], start) - 1
-        for index in range(first, len(segments)):
-            segment = segments[index]
-            following = segments[index + 1] if index + 1 < len(segments) else None
-            ceiling = last_seq if following is None else min(last_seq, following.base_seq - 1)
-            scan = scan_segment(segment.path, segment.base_seq, min_seq=start, max_seq=ceiling)
-            while True:
-                try:
-                    records = next(scan)
-                except StopIteration as stopped:
-                    end = stopped.value
-                    break
-                yield from records
-            if end.next_seq <= ceiling:
-                reason = end.problem or f"segment ends at seq {end.next_seq - 1}"
-                raise CorruptLog(segment.path, end.offset, f"{reason}; expected up to {ceiling}")
-            if following is not None and end.offset != end.size:
-                reason = f"segment holds records past {ceiling}, overlapping the next segment"
-                raise CorruptLog(segment.path, end.offset, reason)
-            if ceiling == last_seq:
-                return
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -498,6 +472,37 @@ class SegmentedLog:
                 if self._retired_fd == fd:
                     self._retired_fd = None
                     os.close(fd)
+
+
+def read_records(segments: list[Segment], start: int, last_seq: int) -> Iterator[tuple[int, bytes]]:
+    """Yield ``(seq, payload)`` from ``start`` to ``last_seq`` across ``segments``, checked.
+
+    Raises:
+        CorruptLog: (while iterating) a damaged record, a gap or an overlap.
+    """
+    if start > last_seq:
+        return
+    first = bisect.bisect_right([s.base_seq for s in segments], start) - 1
+    for index in range(first, len(segments)):
+        segment = segments[index]
+        following = segments[index + 1] if index + 1 < len(segments) else None
+        ceiling = last_seq if following is None else min(last_seq, following.base_seq - 1)
+        scan = scan_segment(segment.path, segment.base_seq, min_seq=start, max_seq=ceiling)
+        while True:
+            try:
+                records = next(scan)
+            except StopIteration as stopped:
+                end = stopped.value
+                break
+            yield from records
+        if end.next_seq <= ceiling:
+            reason = end.problem or f"segment ends at seq {end.next_seq - 1}"
+            raise CorruptLog(segment.path, end.offset, f"{reason}; expected up to {ceiling}")
+        if following is not None and end.offset != end.size:
+            reason = f"segment holds records past {ceiling}, overlapping the next segment"
+            raise CorruptLog(segment.path, end.offset, reason)
+        if ceiling == last_seq:
+            return
 
 
 _OPEN_LOGS: weakref.WeakSet[SegmentedLog] = weakref.WeakSet()
