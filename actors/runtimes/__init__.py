@@ -22,8 +22,8 @@ class Runtime(Protocol):
     name: str
     """Short name, as given to ``Store.open(runtime=...)``."""
 
-    def new_future(self) -> Future[Any]:
-        """A new, unset future of the runtime's type (what command calls return)."""
+    future_type: type[Future[Any]]
+    """The future commands return (a subclass of :class:`actors.Future`)."""
 
     def start(self, core: ActorCore) -> Home:
         """Start the actor's home and attach it to ``core``; returns it."""

@@ -20,6 +20,7 @@ __all__ = ["PykkaFuture", "PykkaRuntime"]
 T = TypeVar("T")
 
 _WAKE = object()
+_NOT_COMPUTED: Any = pykka.Future()._get_hook_result  # pykka's "hook not run yet" marker
 
 
 class PykkaFuture(Future[T], pykka.Future[T]):
@@ -29,6 +30,13 @@ class PykkaFuture(Future[T], pykka.Future[T]):
     """
 
     timeout_error = pykka.Timeout
+
+    def __init__(self) -> None:
+        # pykka.Future.__init__ sets just these two; doing it here skips the chain of
+        # __init__ calls (a third of a future's cost).
+        Future.__init__(self)
+        self._get_hook = None
+        self._get_hook_result = _NOT_COMPUTED
 
     def get(self, *, timeout: float | None = None) -> T:
         """The value, or raise the exception; wait up to ``timeout`` seconds (None: forever).
@@ -84,10 +92,7 @@ class PykkaRuntime:
     """Actors on pykka threads in this process (the default, ``runtime="threads"``)."""
 
     name = "threads"
-
-    def new_future(self) -> Future[Any]:
-        """A :class:`PykkaFuture`."""
-        return PykkaFuture()
+    future_type: type[Future[Any]] = PykkaFuture
 
     def start(self, core: ActorCore) -> Home:
         """Start the home actor and attach it to ``core``."""

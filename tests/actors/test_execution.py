@@ -286,16 +286,37 @@ def test_a_group_is_bounded_so_a_small_write_never_waits_for_huge_ones(store, mo
     monkeypatch.setattr(_fileio, "fsync", gate)
     held = ks.put_async("held", 1)  # its fsync holds the right while the rest queue up
     assert gate.entered.wait(TIMEOUT)
+    receipts: list[Any] = []
+    small = threading.Thread(target=lambda: receipts.append(ks.put("small", 1)))
+    small.start()  # a caller that waits for its small write
+    for _ in range(int(TIMEOUT * 1000)):
+        if ks.stats().queued == 1:
+            break
+        gate.entered.wait(0.001)
     big = b"x" * (GROUP_BYTES * 3 // 10)
-    small = ks.put_async("small", 1)
     bigs = [ks.put_async(f"big{i}", big) for i in range(4)]
     gate.release.set()
     held.get(timeout=TIMEOUT)
-    assert small.get(timeout=TIMEOUT).seq == 3
+    small.join(TIMEOUT)
+    assert receipts[0].seq == 3
     assert [future.get(timeout=TIMEOUT).seq for future in bigs] == [4, 5, 6, 7]
     # "first", "held", then the small put alone (a big one would overflow its group), then
     # three big ones (~0.9 of the bound) and the fourth on its own.
     assert ks.stats().groups == 5
+
+
+def test_sends_nobody_waits_for_fill_a_whole_group(store, monkeypatch):
+    ks = store.keyspace("ks")
+    gate = FsyncGate(TIMEOUT)
+    monkeypatch.setattr(_fileio, "fsync", gate)
+    held = ks.put_async("held", 1)
+    assert gate.entered.wait(TIMEOUT)
+    futures = [ks.put_async(f"k{i:05d}", b"v" * 100) for i in range(3000)]  # ~400 KiB
+    gate.release.set()
+    held.get(timeout=TIMEOUT)
+    [future.get(timeout=TIMEOUT) for future in futures]
+    assert ks.stats().groups == 2
+    assert ks.stats().largest_group == 3000
 
 
 def test_durable_state_is_the_state_of_the_last_durable_group(store, monkeypatch):
