@@ -13,7 +13,7 @@ clock says when it runs.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import msgspec
@@ -76,6 +76,12 @@ class KeySpaceActor(EventSourcedActor[KVState]):
 
     def apply(self, state: KVState, event: KVEvent) -> KVState:
         state.apply(event, self.record_seq)
+        return state
+
+    def apply_records(
+        self, state: KVState, records: Iterable[tuple[int, tuple[KVEvent, ...]]]
+    ) -> KVState:
+        state.apply_records(records)
         return state
 
     def on_persisted(self) -> None:

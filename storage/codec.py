@@ -42,7 +42,9 @@ __all__ = [
 ]
 
 
-class Put(msgspec.Struct, tag="put", frozen=True, array_like=True):
+# gc=False: events hold keys, encoded values and numbers, never a cycle, so the garbage
+# collector need not track them (replaying 1,000,000 puts made it walk them all, ~15%).
+class Put(msgspec.Struct, tag="put", frozen=True, array_like=True, gc=False):
     """``key`` now holds ``value``, until ``expires_at`` (seconds since the epoch) if set.
 
     ``value`` is already MessagePack (see :func:`encode_value`): it is encoded once, in the
@@ -56,7 +58,7 @@ class Put(msgspec.Struct, tag="put", frozen=True, array_like=True):
     expires_at: float | None = None
 
 
-class Delete(msgspec.Struct, tag="del", frozen=True, array_like=True):
+class Delete(msgspec.Struct, tag="del", frozen=True, array_like=True, gc=False):
     """``key`` no longer exists."""
 
     key: Any

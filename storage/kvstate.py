@@ -156,6 +156,34 @@ class KVState:
                     else:
                         self.apply(inner, seq)
 
+    def apply_records(self, records: Iterable[tuple[int, Iterable[KVEvent]]]) -> None:
+        """Stage many records' events, ``(seq, events)`` each: replay's hot loop.
+
+        The same as :meth:`apply` for each event, with the common event (a put) staged
+        inline: 3.6 -> ~2 us a record when replaying single puts.
+        """
+        pending, entries = self.pending, self.entries
+        decode_scalars, apply = self.decode_scalars, self.apply
+        ttl = False
+        for seq, events in records:
+            for event in events:
+                if type(event) is not Put:
+                    apply(event, seq)
+                    continue
+                data = bytes(event.value)
+                key = event.key
+                previous = pending[key] if key in pending else entries.get(key)
+                version = 1 if previous is None else previous.version + 1
+                expires_at = event.expires_at
+                if decode_scalars and data[0] in _SCALAR_MARKERS:
+                    pending[key] = Entry(_decode(data), version, seq, expires_at, True)  # noqa: FBT003
+                else:
+                    pending[key] = Entry(data, version, seq, expires_at)
+                if expires_at is not None:
+                    ttl = True
+        if ttl:
+            self.pending_ttl = True
+
     def _stage_encoded_put(self, put: Put, seq: int) -> None:
         # stage_put, inlined: once per put of every batch and of every replayed record.
         data = bytes(put.value)

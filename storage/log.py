@@ -314,6 +314,20 @@ class SegmentedLog:
         start = max(from_seq, segments[0].base_seq)
         return read_records(segments, start, last_seq)
 
+    def read_chunks(self, from_seq: int = 1) -> Iterator[list[tuple[int, bytes]]]:
+        """Like :meth:`read`, a list of records at a time.
+
+        Replay's hot loop: no generator step per record.
+        """
+        if isinstance(from_seq, bool) or not isinstance(from_seq, int) or from_seq < 1:
+            msg = f"from_seq must be an int >= 1, got {from_seq!r}"
+            raise InvalidOption(msg)
+        with self._mutex:
+            self._check_open()
+            segments = list(self._segments)
+            last_seq = self._last_seq
+        return read_chunks(segments, max(from_seq, segments[0].base_seq), last_seq)
+
     def verify(self) -> int:
         """Read and check every record; returns how many there are.
 
@@ -480,6 +494,14 @@ def read_records(segments: list[Segment], start: int, last_seq: int) -> Iterator
     Raises:
         CorruptLog: (while iterating) a damaged record, a gap or an overlap.
     """
+    for records in read_chunks(segments, start, last_seq):
+        yield from records
+
+
+def read_chunks(
+    segments: list[Segment], start: int, last_seq: int
+) -> Iterator[list[tuple[int, bytes]]]:
+    """Like :func:`read_records`, a list of records (about 1 MiB of them) at a time."""
     if start > last_seq:
         return
     first = bisect.bisect_right([s.base_seq for s in segments], start) - 1
@@ -494,7 +516,7 @@ def read_records(segments: list[Segment], start: int, last_seq: int) -> Iterator
             except StopIteration as stopped:
                 end = stopped.value
                 break
-            yield from records
+            yield records
         if end.next_seq <= ceiling:
             reason = end.problem or f"segment ends at seq {end.next_seq - 1}"
             raise CorruptLog(segment.path, end.offset, f"{reason}; expected up to {ceiling}")
