@@ -77,12 +77,14 @@ def timed_threads(threads: int, per: int, work: Callable[[int, int], object]) ->
 def child_actorkv(workload: str, n: int, directory: str) -> dict[str, float]:
     from actors import Store  # from whichever checkout sys.path names first
 
-    if workload == "replay":
+    if workload == "fill":
         with Store.open(directory, fsync="never") as store:
             ks = store.keyspace("b")
             for start in range(0, n, 10000):
                 for future in [ks.put_async(key(i), VALUE) for i in range(start, start + 10000)]:
                     future.get()
+        return {}
+    if workload == "reopen":
         begin = time.perf_counter()
         with Store.open(directory) as store:
             replayed = store.keyspace("b").stats().records_replayed
@@ -207,17 +209,28 @@ def child_peer(engine: str, workload: str, n: int, directory: str) -> dict[str, 
     return {"ops_per_s": count / (time.perf_counter() - begin)}
 
 
-def run_child(engine: str, workload: str, n: int) -> dict[str, float]:
+def run_child(engine: str, workload: str, n: str) -> dict[str, float]:
+    if workload in ("fill", "reopen"):  # n is "COUNT:DIRECTORY"
+        count, _, directory = n.partition(":")
+        return child_actorkv(workload, int(count), directory)
     with tempfile.TemporaryDirectory(prefix="actorkv-writepath-") as directory:
         if engine.startswith("actorkv"):
-            return child_actorkv(workload, n, directory)
-        return child_peer(engine, workload, n, directory)
+            return child_actorkv(workload, int(n), directory)
+        return child_peer(engine, workload, int(n), directory)
 
 
 def measure(engine: str, workload: str, n: int, root: Path) -> dict[str, float]:
     """One measurement in a fresh process whose ``actors`` comes from ``root``."""
+    if workload == "replay":  # written by one process, reopened by the next
+        with tempfile.TemporaryDirectory(prefix="actorkv-writepath-") as directory:
+            _run(engine, "fill", f"{n}:{directory}", root)
+            return _run(engine, "reopen", f"{n}:{directory}", root)
+    return _run(engine, workload, str(n), root)
+
+
+def _run(engine: str, workload: str, n: str, root: Path) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(root)}
-    command = [sys.executable, __file__, "--child", engine, workload, str(n)]
+    command = [sys.executable, __file__, "--child", engine, workload, n]
     done = subprocess.run(
         command, cwd=root, env=env, capture_output=True, text=True, timeout=900, check=False
     )
@@ -241,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.child:
         engine, workload, n = args.child
-        print(json.dumps(run_child(engine, workload, int(n))))
+        print(json.dumps(run_child(engine, workload, n)))
         return 0
     here = Path(__file__).resolve().parent.parent
     workloads = args.only.split(",") if args.only else list(WORKLOADS)
