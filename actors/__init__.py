@@ -6,6 +6,7 @@ an application needs.
 
 from actors._actor import EventSourcedActor
 from actors._core import ActorStats, Published
+from actors._future import Future
 from actors._handle import ActorHandle
 from actors._keyspace import Entry, KeySpace, KeySpaceOptions, Receipt, WriteBatch
 from actors._store import Store
@@ -39,6 +40,7 @@ __all__ = [
     "CorruptLog",
     "Entry",
     "EventSourcedActor",
+    "Future",
     "InvalidInput",
     "InvalidKey",
     "InvalidName",

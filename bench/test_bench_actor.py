@@ -19,7 +19,7 @@ import pykka
 import pytest
 
 from actors import EventSourcedActor, Store
-from actors._future import Reply
+from actors.runtimes import PykkaRuntime
 from storage import SegmentedLog
 
 
@@ -55,7 +55,7 @@ def run_threads(threads: int, per_thread: int, call: Callable[[], Any]) -> None:
         thread.join()
 
 
-FUTURES = {"pykka-future": pykka.ThreadingFuture, "reply-latch": Reply}
+FUTURES = {"pykka-future": pykka.ThreadingFuture, "reply-latch": PykkaRuntime.future_type}
 
 
 @pytest.mark.parametrize("future_kind", list(FUTURES))
@@ -65,7 +65,7 @@ def test_ceiling_round_trip_through_a_plain_thread(
 ):
     """No I/O at all: futures answered by one thread. The ceiling for blocking callers.
 
-    Measured with pykka's ThreadingFuture and with the lighter Reply the framework uses.
+    Measured with pykka's ThreadingFuture and with the lighter future the framework uses (PykkaFuture).
     """
     per_thread = bench_size(8000 // threads if threads > 1 else 4000, 20)
     make_future = FUTURES[future_kind]
