@@ -65,7 +65,7 @@ def test_ceiling_round_trip_through_a_plain_thread(
 ):
     """No I/O at all: futures answered by one thread. The ceiling for blocking callers.
 
-    Measured with pykka's ThreadingFuture and with the lighter future the framework uses (PykkaFuture).
+    Measured with pykka's ThreadingFuture and with the framework's lighter PykkaFuture.
     """
     per_thread = bench_size(8000 // threads if threads > 1 else 4000, 20)
     make_future = FUTURES[future_kind]
