@@ -304,21 +304,17 @@ class SegmentedLog:
             CorruptLog: (while iterating) a damaged record, a gap or an overlap, with the
                 file and offset.
         """
-        if isinstance(from_seq, bool) or not isinstance(from_seq, int) or from_seq < 1:
-            msg = f"from_seq must be an int >= 1, got {from_seq!r}"
-            raise InvalidOption(msg)
-        with self._mutex:
-            self._check_open()
-            segments = list(self._segments)
-            last_seq = self._last_seq
-        start = max(from_seq, segments[0].base_seq)
-        return read_records(segments, start, last_seq)
+        return read_records(*self._read_range(from_seq))
 
     def read_chunks(self, from_seq: int = 1) -> Iterator[list[tuple[int, bytes]]]:
         """Like :meth:`read`, a list of records at a time.
 
         Replay's hot loop: no generator step per record.
         """
+        return read_chunks(*self._read_range(from_seq))
+
+    def _read_range(self, from_seq: int) -> tuple[list[Segment], int, int]:
+        """The segments, first and last seq a read from ``from_seq`` covers, as of now."""
         if isinstance(from_seq, bool) or not isinstance(from_seq, int) or from_seq < 1:
             msg = f"from_seq must be an int >= 1, got {from_seq!r}"
             raise InvalidOption(msg)
@@ -326,7 +322,7 @@ class SegmentedLog:
             self._check_open()
             segments = list(self._segments)
             last_seq = self._last_seq
-        return read_chunks(segments, max(from_seq, segments[0].base_seq), last_seq)
+        return segments, max(from_seq, segments[0].base_seq), last_seq
 
     def verify(self) -> int:
         """Read and check every record; returns how many there are.
