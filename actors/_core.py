@@ -399,7 +399,8 @@ class ActorCore:
     @property
     def queued(self) -> int:
         """How many commands wait for the right."""
-        return sum(1 for item in self._queue if type(item) is Command)
+        with self._mutex:  # a deque must not change while it is iterated
+            return sum(1 for item in self._queue if type(item) is Command)
 
     @property
     def durable_state(self) -> Any:
