@@ -90,7 +90,7 @@ class KeySpaceActor(EventSourcedActor[KVState]):
     def on_write_failed(self) -> None:
         self.state.discard()
 
-    # -- commands (actor thread) -------------------------------------------------------------
+    # -- commands (whichever thread holds the execution right) --------------------------------
 
     def put(
         self, key: Any, value: msgspec.Raw, expires_at: float | None, expect_version: int | None

@@ -528,7 +528,7 @@ _OPEN_STORES: weakref.WeakSet[Store] = weakref.WeakSet()
 def _close_open_stores() -> None:
     """Close every store still open at interpreter exit.
 
-    Queued commands are answered and logs synced; the actor threads are daemons, so nothing
+    Queued commands are answered and logs synced; the home threads are daemons, so nothing
     else would do it. A store that cannot stop an actor in time is left to the exit.
     """
     for store in list(_OPEN_STORES):

@@ -25,8 +25,9 @@ Readers and the lock:
   released. A scan of n keys holds the lock for about n x 0.1 us, delaying the next commit
   by that much; pass ``limit`` for large key spaces.
 
-Threads: the writer methods (``stage_*``, ``commit``, ``discard``) run in one thread (the
-actor's). The reader methods are safe from any thread.
+Threads: the writer methods (``stage_*``, ``apply*``, ``commit``, ``discard``) run one at a
+time, in whichever thread holds the key space's execution right (the single writer). The
+reader methods are safe from any thread.
 """
 
 from __future__ import annotations
