@@ -9,6 +9,7 @@ from actors._core import ActorStats, Published
 from actors._future import Future
 from actors._handle import ActorHandle
 from actors._keyspace import Entry, KeySpace, KeySpaceOptions, Receipt, WriteBatch
+from actors._snapshots import CompactionReport
 from actors._store import Store
 from storage.errors import (
     ActorKVError,
@@ -31,12 +32,14 @@ from storage.errors import (
     VersionConflict,
     WriteFailed,
 )
+from storage.snapshot import SnapshotInfo
 
 __all__ = [
     "ActorHandle",
     "ActorKVError",
     "ActorStats",
     "ActorStopped",
+    "CompactionReport",
     "CorruptLog",
     "Entry",
     "EventSourcedActor",
@@ -55,6 +58,7 @@ __all__ = [
     "Published",
     "Receipt",
     "ReplayFailed",
+    "SnapshotInfo",
     "StopTimeout",
     "Store",
     "StoreForked",

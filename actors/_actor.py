@@ -40,6 +40,9 @@ FRAMEWORK_NAMES = frozenset(
         "on_published",
         "on_write_failed",
         "record_seq",
+        "restore_state",
+        "schema_version",
+        "snapshot_state",
         "state",
     }
 )
@@ -70,6 +73,11 @@ class EventSourcedActor(Generic[S]):
 
     event_types: ClassVar[tuple[type, ...] | None] = None
     """The event types, if they cannot be read from the annotation of :meth:`apply`."""
+
+    schema_version: ClassVar[int | None] = None
+    """Identifies what this actor's snapshots hold; None derives it from the state and event
+    type names. Change it when the state's shape changes, so old snapshots are not trusted
+    (recovery then replays the log)."""
 
     check_event_fields: ClassVar[bool] = True
     """Decode each emitted event once to check its field types (msgspec does not check
@@ -163,6 +171,24 @@ class EventSourcedActor(Generic[S]):
             self._esa_seq = seq
             for event in events:
                 state = apply(state, event)
+        return state
+
+    def snapshot_state(self, state: S) -> Any:
+        """What a snapshot stores of ``state``: by default the state itself.
+
+        Override when msgspec cannot encode the state (return something it can), together
+        with :meth:`restore_state`. Runs in the writing thread, between groups: keep it quick
+        (the encoding itself happens in the background).
+        """
+        return state
+
+    def restore_state(self, data: Any) -> S:
+        """The state from what :meth:`snapshot_state` stored; by default ``data`` itself.
+
+        ``data`` is already converted to the return type of ``initial_state`` when that is
+        annotated (a Struct, a tuple, ...).
+        """
+        state: S = data
         return state
 
     def on_published(self, group: Published) -> None:  # noqa: ARG002 - for overriders

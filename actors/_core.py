@@ -42,15 +42,19 @@ import msgspec
 from actors._actor import EventSourcedActor
 from actors._events import EventCodec
 from actors._future import Future
+from actors._snapshots import CompactionReport, HistoryPolicy, Snapshots
 from storage import SegmentedLog
 from storage.errors import (
+    ActorKVError,
     ActorStopped,
     CorruptLog,
     InvalidOperation,
     KeyspaceClosed,
+    OpenFailed,
     ReplayFailed,
     WriteFailed,
 )
+from storage.snapshot import SnapshotInfo
 
 logger = logging.getLogger("actorkv.actors")
 
@@ -58,6 +62,7 @@ ReplayProgress = Callable[[str, int, int], None]
 """Called as ``progress(actor_name, records_replayed, records_total)`` during replay."""
 
 _PROGRESS_EVERY = 65536  # records between progress reports: ~0.1 s of replay
+CLOSE_SNAPSHOT_FRACTION = 0.1  # a clean close snapshots once the replay passes this share
 MAX_GATHER_SECONDS = 0.002  # bounds the latency a gathering wait can add
 GROUP_BYTES = 1 << 20  # a group stops taking commands past this many payload bytes...
 SMALL_RECORD_BYTES = 128 << 10  # ...or this far past a small first record a caller waits for
@@ -116,6 +121,15 @@ class Command:
         self.abandoned = False  # its caller stopped waiting (interrupted)
 
 
+class _Snapshot:
+    """A request for a snapshot between two groups; ``future`` gets its SnapshotInfo."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: Future[Any] | None) -> None:
+        self.future = future
+
+
 class _Stop:
     """The last item of a stopping actor's queue."""
 
@@ -154,6 +168,9 @@ class ActorStats(msgspec.Struct, frozen=True):
         failed: Whether the actor refuses writes after a failed write or fsync (a
             background fsync included).
         queued: Commands waiting for the execution right when the stats were taken.
+        snapshot_seq: The newest snapshot's seq (0 if none): recovery replays after it.
+        history_floor: The first seq the log still holds.
+        log_bytes: The log's segments' size on disk.
     """
 
     commands: int
@@ -166,6 +183,9 @@ class ActorStats(msgspec.Struct, frozen=True):
     records_replayed: int
     failed: bool
     queued: int = 0
+    snapshot_seq: int = 0
+    history_floor: int = 1
+    log_bytes: int = 0
 
 
 @dataclass(slots=True)
@@ -189,19 +209,27 @@ def replay(
     codec: EventCodec,
     counters: Counters,
     progress: ReplayProgress | None,
+    *,
+    snapshot: tuple[Any, int] | None = None,
 ) -> None:
-    """Fold every record of ``log`` into ``actor``'s state, from ``initial_state()``.
+    """Fold the records of ``log`` into ``actor``'s state.
+
+    From ``initial_state()`` and the first record, or from a snapshot's ``(state, seq)``
+    and the record after it.
 
     Raises:
         CorruptLog: A damaged record, or one that no longer decodes as this actor's events.
         ReplayFailed: ``apply`` raised on one of the events.
     """
-    total = log.last_seq - log.first_seq + 1
-    state = actor.initial_state()
+    if snapshot is None:
+        state, from_seq = actor.initial_state(), 1
+    else:
+        state, from_seq = snapshot[0], snapshot[1] + 1
+    total = log.last_seq - max(from_seq, log.first_seq) + 1
     bulk = type(actor).apply_records is not EventSourcedActor.apply_records
     records = events = 0
     reported = 0
-    for chunk in log.read_chunks():
+    for chunk in log.read_chunks(from_seq):
         seqs = [seq for seq, _ in chunk]
         payloads = [payload for _, payload in chunk]
         decoded = _decode_chunk(actor, log, codec, seqs, payloads)
@@ -284,6 +312,10 @@ class ActorCore:
         codec: EventCodec,
         counters: Counters,
         new_future: Callable[[], Future[Any]],
+        *,
+        snapshots: Snapshots | None = None,
+        policy: HistoryPolicy | None = None,
+        since_snapshot: int = 0,
     ) -> None:
         self.name = name
         self.log = log
@@ -297,7 +329,7 @@ class ActorCore:
         self._mutex = threading.Lock()  # guards the queue and the right's bookkeeping
         self._arrived = threading.Condition(self._mutex)  # a gathering holder waits on it
         self._gathering = False
-        self._queue: deque[Command | _Stop] = deque()
+        self._queue: deque[Command | _Snapshot | _Stop] = deque()
         self._busy = False  # someone holds the execution right
         self._holder: int | None = None  # thread ident of the holder, while it runs
         self._refusal: tuple[type[KeyspaceClosed], str] | None = None  # set once stopping
@@ -313,6 +345,13 @@ class ActorCore:
         # long a group write takes (an exponential moving average, seconds).
         self._expected = 0
         self._write_seconds = 0.0
+        # History (see actors._snapshots): records written since the newest snapshot.
+        self.snapshots = snapshots
+        self.policy = policy or HistoryPolicy(recovery_budget=None)
+        self._since_snapshot = since_snapshot
+        self._snapshot_every = self.policy.records_per_snapshot
+        self._snapshot_pending = False
+        self._auto_snapshots = snapshots is not None
 
     def attach(self, home: Home) -> None:
         """Give the core its home thread (before any command)."""
@@ -386,6 +425,33 @@ class ActorCore:
         if idle:
             self._hand_home()
         return stopped
+
+    def snapshot(self) -> Future[SnapshotInfo]:
+        """Take a snapshot between two groups; the future resolves once it is durable.
+
+        Raises:
+            InvalidOperation: The actor keeps no snapshots.
+            ActorStopped, KeyspaceClosed: The actor is stopped or stopping.
+        """
+        if self.snapshots is None:
+            msg = f"actor {self.name!r} keeps no snapshots"
+            raise InvalidOperation(msg)
+        future: Future[SnapshotInfo] = self.new_future()
+        with self._mutex:
+            if self._refusal is not None:
+                kind, message = self._refusal
+                raise kind(message)
+            self._queue.append(_Snapshot(future))
+            idle = not self._busy
+            self._busy = True
+        if idle:
+            self._hand_home()
+        return future
+
+    def compact(self) -> CompactionReport:
+        """Apply the retention policy now: drop whole segments below the newest snapshot."""
+        newest = self.snapshots.newest if self.snapshots is not None else None
+        return self._drop_history(0 if newest is None else newest.seq)
 
     def refuse(self, kind: type[KeyspaceClosed], message: str) -> None:
         """From now on, new commands raise ``kind(message)`` (say why the actor stopped)."""
@@ -544,6 +610,13 @@ class ActorCore:
                 taken = list(queue)
                 queue.clear()
             for index, item in enumerate(taken):
+                if type(item) is _Snapshot:
+                    if replies:  # between two groups: write the open one first
+                        with mutex:
+                            queue.extendleft(reversed(taken[index:]))
+                        break
+                    self._capture_snapshot(item)
+                    continue
                 if type(item) is _Stop:  # always the last item
                     if replies:
                         with mutex:
@@ -624,6 +697,7 @@ class ActorCore:
                 return
             self._write_seconds += (time.perf_counter() - started - self._write_seconds) / 8
             counters.records += len(payloads)
+            self._since_snapshot += len(payloads)
             counters.events += self._group_events
             counters.groups += 1
             self._group_events = 0
@@ -642,6 +716,11 @@ class ActorCore:
                 self._fail_replies(replies, self._refused_write())
                 return
         counters.largest_group = max(counters.largest_group, len(replies))
+        due = self._since_snapshot >= self._snapshot_every  # replay outgrows the budget
+        if due and self._auto_snapshots and not self._snapshot_pending:
+            self._snapshot_pending = True
+            with self._mutex:
+                self._queue.append(_Snapshot(None))
         self._expected = len(replies) + len(self._queue)
         answer = self._answer
         for command, outcome, is_error in replies:
@@ -690,6 +769,9 @@ class ActorCore:
         for item in queued:
             if type(item) is _Stop:
                 stop = item
+            elif type(item) is _Snapshot:
+                if item.future is not None:
+                    item.future.set_exception(refusal)
             else:
                 self._answer(item, None, refusal)  # type: ignore[arg-type]
         if stop is not None:
@@ -724,16 +806,91 @@ class ActorCore:
         error.__cause__ = self._failure
         return error
 
+    # -- history (the holder's thread, between groups) ---------------------------------------
+
+    def _capture_snapshot(self, request: _Snapshot) -> None:
+        """Capture the state as of ``log.last_seq`` and write it in the background."""
+        snapshots = self.snapshots
+        assert snapshots is not None
+        seq = self.log.last_seq
+        newest = snapshots.newest
+        if newest is not None and newest.seq == seq:  # nothing new since
+            self._snapshot_pending = False
+            _resolve(request.future, newest, None)
+            return
+        if self._failure is not None:
+            self._snapshot_pending = False
+            _resolve(request.future, None, self._refused_write())
+            return
+        try:
+            schema, captured = snapshots.codec.capture(self._actor)
+            self.log.roll()  # so the history below the snapshot can go whole
+        except BaseException as exc:
+            self._snapshot_pending = False
+            _resolve(request.future, None, exc)
+            return
+        self._since_snapshot = 0
+        self._snapshot_pending = True
+
+        def done(info: SnapshotInfo | None, error: BaseException | None) -> None:
+            self._snapshot_pending = False
+            if info is not None:
+                self._drop_history(info.seq)
+            elif isinstance(error, InvalidOperation | OpenFailed) and request.future is None:
+                self._auto_snapshots = False  # say it once (logged), not at every group
+            _resolve(request.future, info, error)
+
+        snapshots.write_in_background(seq, schema, captured, done)
+
+    def _drop_history(self, snapshot_seq: int) -> CompactionReport:
+        retention = self.policy.retention
+        if retention is None or snapshot_seq == 0:
+            return CompactionReport(0, 0, self.log.first_seq)
+        before = None if retention == 0 else time.time() - retention
+        try:
+            dropped, freed = self.log.drop_segments(snapshot_seq + 1, written_before=before)
+        except ActorKVError:
+            logger.exception("%s: could not drop history below seq %d", self.name, snapshot_seq)
+            return CompactionReport(0, 0, self.log.first_seq)
+        return CompactionReport(dropped, freed, self.log.first_seq)
+
+    def _snapshot_at_close(self) -> None:
+        """Leave the next open a short replay: snapshot if it has grown past a tenth."""
+        snapshots = self.snapshots
+        if snapshots is None:
+            return
+        snapshots.wait()
+        worth = self._since_snapshot >= self._snapshot_every * CLOSE_SNAPSHOT_FRACTION
+        if not (worth and self._auto_snapshots and self._failure is None):
+            return
+        try:
+            schema, captured = snapshots.codec.capture(self._actor)
+            self.log.roll()
+            info = snapshots.write(self.log.last_seq, schema, captured)
+            self._drop_history(info.seq)
+        except ActorKVError:
+            logger.exception("%s: the snapshot at close failed; the next open replays", self.name)
+
     def _shut_down(self, stop: _Stop) -> None:
         """Close the log and answer the stop; the queue is empty (new commands refused)."""
         self._closed = True
         try:
+            self._snapshot_at_close()
             self.log.close()
         finally:
             stop.future.set(None)
             home = self._home
             if home is not None:
                 home.stop()
+
+
+def _resolve(future: Future[Any] | None, value: Any, error: BaseException | None) -> None:
+    if future is None:
+        return
+    if error is None:
+        future.set(value)
+    else:
+        future.set_exception(error)
 
 
 __all__ = [

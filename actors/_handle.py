@@ -8,7 +8,9 @@ from typing import Any, Generic, TypeVar
 from actors._actor import EventSourcedActor
 from actors._core import ActorCore, ActorStats, Command
 from actors._future import Future
+from actors._snapshots import CompactionReport
 from storage.errors import InvalidOperation, KeyspaceClosed, StopTimeout, StoreForked
+from storage.snapshot import SnapshotInfo
 
 A = TypeVar("A", bound=EventSourcedActor[Any])
 
@@ -76,6 +78,7 @@ class ActorHandle(Generic[A]):
         """A snapshot of the actor's counters. Thread-safe, no round trip."""
         core = self._core
         c = core.counters
+        newest = core.snapshots.newest if core.snapshots is not None else None
         return ActorStats(
             commands=c.commands,
             events=c.events,
@@ -87,7 +90,23 @@ class ActorHandle(Generic[A]):
             records_replayed=c.records_replayed,
             failed=c.failed or core.log.failed is not None,  # a background fsync, too
             queued=core.queued,
+            snapshot_seq=newest.seq if newest is not None else 0,
+            history_floor=core.log.first_seq,
+            log_bytes=core.log.bytes_on_disk,
         )
+
+    def snapshot(self) -> Future[SnapshotInfo]:
+        """Take a snapshot now; the future resolves once it is durable (``SnapshotInfo``).
+
+        The state is captured between two groups (a short pause for the writers) and
+        written in the background. Without a ``snapshot_state`` the actor's state must be
+        something msgspec encodes, else the future raises ``InvalidOperation``.
+        """
+        return self._core.snapshot()
+
+    def compact(self) -> CompactionReport:
+        """Apply the retention policy now (see ``Store.open(retention=...)``)."""
+        return self._core.compact()
 
     @property
     def durable_state(self) -> Any:

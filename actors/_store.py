@@ -19,6 +19,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import msgspec
+
 from actors._actor import EventSourcedActor, command_names
 from actors._core import ActorCore, Counters, ReplayProgress, replay
 from actors._events import event_codec_for
@@ -27,6 +29,7 @@ from actors._handle import HANDLE_NAMES, ActorHandle
 from actors._keyspace import KeySpace, KeySpaceOptions
 from actors._keyspace_actor import KeySpaceActor
 from actors._names import check_name
+from actors._snapshots import HistoryPolicy, KeySpaceSnapshots, Snapshots, StateSnapshots
 from actors.runtimes import PykkaRuntime
 from storage import DEFAULT_SEGMENT_BYTES, DirectoryLock, LogOptions, SegmentedLog, _fileio
 from storage._format import FORMAT_VERSION
@@ -57,6 +60,13 @@ KEYSPACES_DIR = "keyspaces"
 DROPPED_PREFIX = ".dropped-"  # a key space being deleted; finished on the next open
 
 
+class _Default:
+    """The type of "the store's setting" for per key space options."""
+
+
+_DEFAULT = _Default()
+
+
 class Store:
     """An open data directory. Thread-safe. Use :meth:`open`; close it, or use ``with``."""
 
@@ -68,6 +78,7 @@ class Store:
         progress: ReplayProgress | None,
         clock: Callable[[], float],
         sweep_interval: float,
+        history: HistoryPolicy,
     ) -> None:
         """Wrap a locked directory; use :meth:`open` instead."""
         self.path = path
@@ -85,6 +96,7 @@ class Store:
         self._owner_pid = os.getpid()
         self._forked = False
         self._runtime = PykkaRuntime()
+        self._history = history
 
     @classmethod
     def open(
@@ -97,6 +109,8 @@ class Store:
         on_replay: ReplayProgress | None = None,
         clock: Callable[[], float] = time.time,
         sweep_interval: float = 1.0,
+        recovery_budget: float | None = 1.0,
+        retention: float | None = None,
     ) -> Store:
         """Open (creating if needed) the store in directory ``path`` and lock it.
 
@@ -110,6 +124,14 @@ class Store:
             clock: Seconds since the epoch, for TTLs (injectable for tests).
             sweep_interval: Seconds between sweeps that record the expiry of keys past
                 their TTL (expired keys are invisible to reads at once either way).
+            recovery_budget: Seconds a reopen may spend replaying the records after the
+                newest snapshot: snapshots are taken automatically (in the background) to
+                stay within it, estimated from the replay speed measured on each log. None
+                takes snapshots only on request.
+            retention: Seconds of history to keep; segments wholly older than that and
+                wholly below the newest snapshot are deleted after each snapshot (and by
+                ``compact()``). None (default) keeps every event; 0 keeps only what
+                recovery needs.
 
         A store belongs to the process that opened it: in a child made by ``fork`` every
         inherited store and handle raises :class:`StoreForked`, and nothing of the parent's
@@ -130,6 +152,7 @@ class Store:
             msg = f"sweep_interval={sweep_interval!r} must be a number of seconds in (0, 3600]"
             raise InvalidOption(msg)
         _check_clock(clock)
+        history = _check_history(recovery_budget, retention)
         directory = Path(path)
         with opening(directory, "creating the store directory"):
             _fileio.make_dirs(directory)
@@ -140,7 +163,7 @@ class Store:
         except BaseException:
             lock.release()
             raise
-        store = cls(directory, options, lock, on_replay, clock, sweep_interval)
+        store = cls(directory, options, lock, on_replay, clock, sweep_interval, history)
         _OPEN_STORES.add(store)
         return store
 
@@ -175,7 +198,7 @@ class Store:
                 actor_class=_qualified_name(actor_class),
             )
             handle, _ = self._start(
-                self.path / ACTORS_DIR / name, actor_class, args, kwargs, manifest
+                self.path / ACTORS_DIR / name, actor_class, args, kwargs, manifest, self._history
             )
             self._handles[name] = handle
             return handle
@@ -188,6 +211,8 @@ class Store:
         value_type: Any = None,
         max_key_bytes: int = 1024,
         max_value_bytes: int = 16 * 1024 * 1024,
+        recovery_budget: float | _Default | None = _DEFAULT,
+        retention: float | _Default | None = _DEFAULT,
     ) -> KeySpace:
         """Open the key space ``name``, creating it if new and recovering it from its log.
 
@@ -199,6 +224,8 @@ class Store:
             value_type: Validate values on put and decode them on get as this type.
             max_key_bytes: Longest key in bytes (UTF-8 for str keys).
             max_value_bytes: Largest encoded value in bytes.
+            recovery_budget: This key space's own (see :meth:`open`); the store's if omitted.
+            retention: This key space's own (see :meth:`open`); the store's if omitted.
 
         Raises:
             InvalidName: A bad name. InvalidOption: A bad option, options that differ from
@@ -208,6 +235,10 @@ class Store:
         """
         check_name(name, "key space")
         options = KeySpaceOptions(key_type, value_type, max_key_bytes, max_value_bytes)
+        history = _check_history(
+            self._history.recovery_budget if recovery_budget is _DEFAULT else recovery_budget,
+            self._history.retention if retention is _DEFAULT else retention,
+        )
         with self._mutex:
             self._check_open()
             running = self._keyspaces.get(name)
@@ -228,6 +259,7 @@ class Store:
                     kind="keyspace",
                     key_type="bytes" if key_type is bytes else "str",
                 ),
+                history,
             )
             keyspace = KeySpace(name, handle, actor.state, options)
             self._keyspaces[name] = keyspace
@@ -282,6 +314,7 @@ class Store:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         manifest: Manifest,
+        history: HistoryPolicy,
     ) -> tuple[ActorHandle[A], A]:
         codec = event_codec_for(actor_class)
         commands = command_names(actor_class)
@@ -305,13 +338,32 @@ class Store:
         name = directory.name
         try:
             stored = _check_manifest(log, manifest)
-            replay(name, actor, log, codec, counters, self._progress)
+            snapshot_codec = (
+                KeySpaceSnapshots()
+                if isinstance(actor, KeySpaceActor)
+                else StateSnapshots(actor_class)
+            )
+            snapshots = Snapshots(directory, snapshot_codec)
+            recovered = snapshots.recover(actor, log.first_seq, log.last_seq)
+            started = time.perf_counter()
+            replay(name, actor, log, codec, counters, self._progress, snapshot=recovered)
+            rate = _replay_rate(counters.records_replayed, time.perf_counter() - started)
             if stored is None:  # new, or written before manifests: record it now
                 if manifest.key_type is not None and isinstance(actor, KeySpaceActor):
                     _check_replayed_key_type(name, actor, manifest.key_type)
                 with opening(directory, "writing the manifest of"):
                     write_manifest(directory, manifest)
-            core = ActorCore(name, actor, log, codec, counters, self._runtime.future_type)
+            core = ActorCore(
+                name,
+                actor,
+                log,
+                codec,
+                counters,
+                self._runtime.future_type,
+                snapshots=snapshots,
+                policy=msgspec.structs.replace(history, replay_rate=rate),
+                since_snapshot=counters.records_replayed,
+            )
             self._runtime.start(core)
         except BaseException:
             log.close()
@@ -462,6 +514,33 @@ def _check_clock(clock: object) -> None:
     if isinstance(now, bool) or not isinstance(now, int | float) or not math.isfinite(now):
         msg = f"clock() must return a finite number of seconds, got {now!r:.60}"
         raise InvalidOption(msg)
+
+
+MIN_REPLAY_SAMPLE = 10_000  # records: fewer measure start-up more than replay
+
+
+def _replay_rate(records: int, seconds: float) -> float:
+    """Records per second this replay ran at (a conservative guess for short ones)."""
+    if records < MIN_REPLAY_SAMPLE or seconds <= 0:
+        return HistoryPolicy().replay_rate
+    return records / seconds
+
+
+def _check_history(recovery_budget: object, retention: object) -> HistoryPolicy:
+    for name, value in (("recovery_budget", recovery_budget), ("retention", retention)):
+        if value is None:
+            continue
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not (0 <= value < math.inf)
+        ):
+            msg = f"{name}={value!r} must be a non-negative number of seconds, or None"
+            raise InvalidOption(msg)
+    if recovery_budget is not None and recovery_budget == 0:
+        msg = "recovery_budget=0 would snapshot after every group; use a positive budget"
+        raise InvalidOption(msg)
+    return HistoryPolicy(recovery_budget=recovery_budget, retention=retention)  # type: ignore[arg-type]
 
 
 def _finish_drops(folder: Path) -> None:

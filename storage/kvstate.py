@@ -47,7 +47,7 @@ from storage.codec import Batch, Delete, Expired, KVEvent, Put
 __all__ = ["Entry", "KVState"]
 
 
-class Entry(msgspec.Struct, frozen=True, gc=False):
+class Entry(msgspec.Struct, frozen=True, gc=False, array_like=True):
     """One key's committed value (56 bytes: no GC header, five slots).
 
     Attributes:
@@ -138,7 +138,7 @@ class KVState:
     def apply(self, event: KVEvent, seq: int) -> None:
         """Stage the changes of one key-value event written as record ``seq``.
 
-        Immutable scalar values (see ``_SCALAR_MARKERS``) are decoded here, once, when
+        Immutable scalar values (see ``SCALAR_MARKERS``) are decoded here, once, when
         ``decode_scalars`` is on, so a get of them is a dict lookup.
         """
         match event:
@@ -176,7 +176,7 @@ class KVState:
                 previous = pending[key] if key in pending else entries.get(key)
                 version = 1 if previous is None else previous.version + 1
                 expires_at = event.expires_at
-                if decode_scalars and data[0] in _SCALAR_MARKERS:
+                if decode_scalars and data[0] in SCALAR_MARKERS:
                     pending[key] = Entry(_decode(data), version, seq, expires_at, True)  # noqa: FBT003
                 else:
                     pending[key] = Entry(data, version, seq, expires_at)
@@ -193,7 +193,7 @@ class KVState:
         previous = pending[key] if key in pending else self.entries.get(key)
         version = 1 if previous is None else previous.version + 1
         expires_at = put.expires_at
-        if self.decode_scalars and data[0] in _SCALAR_MARKERS:
+        if self.decode_scalars and data[0] in SCALAR_MARKERS:
             pending[key] = Entry(_decode(data), version, seq, expires_at, True)  # noqa: FBT003
         else:
             pending[key] = Entry(data, version, seq, expires_at)
@@ -352,7 +352,7 @@ class KVState:
 # floats, str, bin. Such values are decoded once when written, not on every read, so a get
 # is a dict lookup (40% of a get's time was the decode). Arrays, maps and extension types
 # (lists, dicts, datetimes) stay encoded: a reader gets a fresh copy it may mutate.
-_SCALAR_MARKERS = frozenset(
+SCALAR_MARKERS = frozenset(
     [
         *range(0x80),  # positive fixint
         *range(0xA0, 0xC0),  # fixstr

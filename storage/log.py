@@ -14,6 +14,7 @@ owns one daemon thread that fsyncs at most ``fsync_interval`` seconds apart.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import logging
 import os
 import threading
@@ -264,16 +265,63 @@ class SegmentedLog:
         The active segment is never deleted. Oldest segments go first, so a crash midway
         leaves a valid, shorter log. O(segments).
         """
+        return self.drop_segments(seq)[0]
+
+    def drop_segments(self, seq: int, *, written_before: float | None = None) -> tuple[int, int]:
+        """Delete the oldest whole segments below ``seq``; returns ``(segments, bytes)``.
+
+        Args:
+            seq: Only segments whose every record is below this go.
+            written_before: If given, only segments last written before this time (seconds
+                since the epoch, the file's mtime) go: history younger than that is kept.
+
+        The active segment is never deleted. Oldest segments go first and the directory is
+        fsynced after, so a crash midway leaves a valid, shorter log. O(segments).
+        """
         with self._mutex:
             self._check_open()
-            dropped = 0
-            while len(self._segments) > 1 and self._segments[1].base_seq <= seq:
-                _fileio.remove(self._segments[0].path)
-                del self._segments[0]
+            dropped = freed = 0
+            segments = self._segments
+            while len(segments) > 1 and segments[1].base_seq <= seq:
+                path = segments[0].path
+                stat = path.stat()
+                if written_before is not None and stat.st_mtime >= written_before:
+                    break
+                _fileio.remove(path)
+                del segments[0]
                 dropped += 1
+                freed += stat.st_size
             if dropped:
                 _fileio.fsync_dir(self.directory)
-            return dropped
+            return dropped, freed
+
+    def roll(self) -> bool:
+        """Seal the active segment (fsynced) and start a new one, if it holds any record.
+
+        So that the records so far can be dropped whole later. Returns whether it rolled.
+
+        Raises:
+            WriteFailed: Sealing or creating failed (the log refuses writes from now on).
+        """
+        with self._mutex:
+            self._check_writable()
+            if self._active_size <= SEGMENT_HEADER_SIZE:
+                return False
+            self._roll()
+            return True
+
+    @property
+    def bytes_on_disk(self) -> int:
+        """The size of every segment file (not counting side files or backups).
+
+        Takes no lock (an append holds it through its fsync): a stats call never waits.
+        """
+        segments = list(self._segments)  # one atomic copy under the GIL
+        total = 0
+        for segment in segments:
+            with contextlib.suppress(FileNotFoundError):  # dropped meanwhile
+                total += segment.path.stat().st_size
+        return total
 
     # -- reading ---------------------------------------------------------------------------
 

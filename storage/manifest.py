@@ -27,9 +27,23 @@ from storage import _fileio
 from storage._format import FORMAT_VERSION, MANIFEST_FILE, TMP_SUFFIX
 from storage.errors import CorruptLog
 
-__all__ = ["Manifest", "read_manifest", "write_manifest"]
+__all__ = ["ListedSnapshot", "Manifest", "read_manifest", "write_manifest"]
 
 LogKind = Literal["log", "keyspace", "actor"]
+
+
+class ListedSnapshot(msgspec.Struct, frozen=True):
+    """A snapshot the manifest vouches for: complete and durable when it was listed.
+
+    Attributes:
+        seq: The last record it includes.
+        file: Its file name in the log directory.
+        bytes: Its size.
+    """
+
+    seq: int
+    file: str
+    bytes: int
 
 
 class Manifest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -41,12 +55,14 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
         kind: ``"keyspace"``, ``"actor"`` or ``"log"`` (a bare ``SegmentedLog``).
         key_type: A key space's key type, ``"str"`` or ``"bytes"``.
         actor_class: A custom actor's class (``module.QualName``), for inspection.
+        snapshots: The snapshots recovery may start from, newest first.
     """
 
     format_version: int
     kind: LogKind = "log"
     key_type: Literal["str", "bytes"] | None = None
     actor_class: str | None = None
+    snapshots: tuple[ListedSnapshot, ...] = ()
 
 
 class _Stored(msgspec.Struct, frozen=True):

@@ -9,9 +9,11 @@ calls another actor.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import random
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -155,12 +157,10 @@ def test_sends_to_a_stopped_actor_raise_and_everything_queued_before_is_answered
     assert reopened_value(store_path) == 50
 
 
-def test_a_failed_fsync_answers_every_blocking_and_async_caller_of_its_group(store, monkeypatch):
+def test_a_failed_fsync_answers_every_blocking_and_async_caller_of_its_group(store):
     counter = store.spawn("counter", ProbeCounter)
     counter.blocking.increment(1)
-    with FaultInjector("fsync", nth=1, error=errno.EIO):
-        gate = FsyncGate(TIMEOUT)  # holds the fsync, then lets the failing one run
-        monkeypatch.setattr(_fileio, "fsync", gate)
+    with FaultInjector("fsync", nth=1, error=errno.EIO), held_fsync() as gate:
         first = counter.increment(1)  # its fsync holds the right: everyone else queues
         assert gate.entered.wait(TIMEOUT)
         outcomes: list[BaseException | int] = []
@@ -191,6 +191,19 @@ def test_a_failed_fsync_answers_every_blocking_and_async_caller_of_its_group(sto
         assert len(outcomes) == 5
         assert all(isinstance(outcome, WriteFailed) for outcome in outcomes)
     assert counter.stats().failed
+
+
+@contextlib.contextmanager
+def held_fsync() -> Iterator[FsyncGate]:
+    """An FsyncGate over whatever fsync is installed now (a fault injector, say), removed
+    again on exit, before the injector below it is."""
+    gate = FsyncGate(TIMEOUT)
+    saved = _fileio.fsync
+    _fileio.fsync = gate  # type: ignore[assignment]
+    try:
+        yield gate
+    finally:
+        _fileio.fsync = saved  # type: ignore[assignment]
 
 
 class Relay(EventSourcedActor[int]):

@@ -1,0 +1,333 @@
+"""An actor's snapshots: what to capture, how to encode and load it, and which to trust.
+
+The core captures a snapshot between two groups (so it is the state as of ``log.last_seq``,
+with nothing undurable in it), then a background thread encodes and writes it
+(``storage.snapshot``) and lists it in the log directory's manifest. Recovery loads the
+newest listed snapshot that verifies and whose records the log still holds after it, and
+falls back to older ones; it never builds a state from a snapshot it could not verify to
+the end.
+
+Two codecs: the key space's (its sorted entries, ``storage.kv_snapshot``) and the custom
+actors' (one item: the state, as ``snapshot_state`` makes it encodable).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import typing
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import msgspec
+
+from actors._actor import EventSourcedActor
+from storage import _fileio
+from storage._format import FORMAT_VERSION
+from storage.errors import CorruptLog, InvalidOperation, opening
+from storage.kv_snapshot import capture, encode_chunks, load_state, schema_of
+from storage.kvstate import KVState
+from storage.manifest import ListedSnapshot, Manifest, read_manifest, write_manifest
+from storage.snapshot import (
+    KIND_ACTOR,
+    KIND_KEYSPACE,
+    SNAPSHOT_SUFFIX,
+    SnapshotInfo,
+    read_snapshot,
+    write_snapshot,
+)
+
+logger = logging.getLogger("actorkv.actors")
+
+KEEP_SNAPSHOTS = 2
+"""Snapshots kept listed: the newest, and one to fall back to if it is damaged."""
+
+
+class SnapshotCodec(Protocol):
+    """How one kind of actor's state becomes snapshot chunks and back."""
+
+    kind: int
+
+    def capture(self, actor: EventSourcedActor[Any]) -> tuple[int, Any]:
+        """``(schema, captured)``: a consistent copy of the state, taken between groups."""
+
+    def chunks(self, captured: Any) -> Iterator[tuple[bytes, int]]:
+        """The encoded chunks of a captured state and their item counts (in the background)."""
+
+    def load(self, actor: EventSourcedActor[Any], path: Path) -> tuple[Any, int]:
+        """``(state, seq)`` from a snapshot file, verified to its end."""
+
+
+class KeySpaceSnapshots:
+    """The key space's sorted state: keys and entries in key order."""
+
+    kind = KIND_KEYSPACE
+
+    def capture(self, actor: EventSourcedActor[Any]) -> tuple[int, Any]:
+        """Two lists of references to the committed entries (entries are immutable)."""
+        state: KVState = actor.state
+        return schema_of(state), capture(state)
+
+    def chunks(self, captured: Any) -> Iterator[tuple[bytes, int]]:
+        """``[keys, entries]`` chunks."""
+        keys, entries = captured
+        return encode_chunks(keys, entries)
+
+    def load(self, actor: EventSourcedActor[Any], path: Path) -> tuple[Any, int]:
+        """A fresh KVState with the actor's clock and scalar policy."""
+        initial: KVState = actor.initial_state()
+        return load_state(path, initial.clock, decode_scalars=initial.decode_scalars)
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+
+
+class StateSnapshots:
+    """A custom actor's state as one item: ``snapshot_state(state)``, encoded by msgspec.
+
+    The schema id is a CRC of the actor's event and state type names (or its
+    ``schema_version``), so a snapshot written by another shape of the actor is not trusted.
+    """
+
+    kind = KIND_ACTOR
+
+    def __init__(self, actor_class: type[EventSourcedActor[Any]]) -> None:
+        self._schema = schema_id(actor_class)
+        self._state_type = _state_type(actor_class)
+
+    def capture(self, actor: EventSourcedActor[Any]) -> tuple[int, Any]:
+        """``snapshot_state(state)`` (``apply`` returns new states; nothing mutates them)."""
+        return self._schema, (type(actor).__name__, actor.snapshot_state(actor.state))
+
+    def chunks(self, captured: Any) -> Iterator[tuple[bytes, int]]:
+        """One chunk holding one item (encoded here, in the background).
+
+        Raises:
+            InvalidOperation: The state cannot be encoded; says how to make it so.
+        """
+        name, data = captured
+        try:
+            encoded = _ENCODER.encode([data])
+        except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
+            msg = (
+                f"{name}'s state ({type(data).__name__}) cannot be encoded for a snapshot "
+                f"({exc}); define snapshot_state(state) returning something msgspec encodes, "
+                "and restore_state(data) -> state"
+            )
+            raise InvalidOperation(msg) from exc
+        yield encoded, 1
+
+    def load(self, actor: EventSourcedActor[Any], path: Path) -> tuple[Any, int]:
+        """``restore_state`` of the decoded item, checked against the schema id."""
+        kind, seq, schema, chunks = read_snapshot(path)
+        if kind != KIND_ACTOR:
+            raise CorruptLog(path, 10, f"snapshot of kind {kind} is not an actor's")
+        if schema != self._schema:
+            raise CorruptLog(path, 20, "snapshot written by another schema of this actor")
+        items: list[Any] = []
+        for payload in chunks:  # consumed to the end: the digest is checked last
+            items.extend(msgspec.msgpack.decode(payload))
+        if len(items) != 1:
+            raise CorruptLog(path, 0, f"an actor's snapshot holds {len(items)} items, not 1")
+        data = items[0]
+        if self._state_type is not None:
+            try:
+                data = msgspec.convert(data, self._state_type)
+            except msgspec.ValidationError as exc:
+                reason = f"snapshot does not fit the state type ({exc})"
+                raise CorruptLog(path, 0, reason) from exc
+        return actor.restore_state(data), seq
+
+
+def schema_id(actor_class: type[EventSourcedActor[Any]]) -> int:
+    """A stable id of what an actor's snapshots hold (``schema_version``, or type names)."""
+    explicit = getattr(actor_class, "schema_version", None)
+    if explicit is not None:
+        return int(explicit) & 0xFFFFFFFF
+    hints = _state_type(actor_class)
+    events = getattr(actor_class, "event_types", None) or ()
+    names = [getattr(hints, "__qualname__", repr(hints))]
+    names += sorted(getattr(event, "__qualname__", repr(event)) for event in events)
+    return zlib.crc32("|".join(names).encode())
+
+
+def _state_type(actor_class: type[EventSourcedActor[Any]]) -> Any:
+    try:
+        return typing.get_type_hints(actor_class.initial_state).get("return")
+    except (NameError, TypeError):
+        return None
+
+
+class Snapshots:
+    """One actor's snapshots: listing, background writes, recovery. Thread-safe."""
+
+    def __init__(self, directory: Path, codec: SnapshotCodec) -> None:
+        self.directory = directory
+        self.codec = codec
+        self._manifest_lock = threading.Lock()  # one manifest rewrite at a time
+        self._writing: threading.Thread | None = None
+        self.newest: SnapshotInfo | None = None
+        """The newest listed snapshot (after recovery, or the last one written)."""
+
+    # -- recovery ------------------------------------------------------------------------------
+
+    def recover(
+        self, actor: EventSourcedActor[Any], first_seq: int, last_seq: int
+    ) -> tuple[Any, int] | None:
+        """The newest listed snapshot that verifies and that the log can continue.
+
+        Returns ``(state, seq)``, or None when there is none and the log starts at seq 1
+        (replay from the beginning).
+
+        Raises:
+            CorruptLog: The log no longer starts at seq 1 and no snapshot that could
+                continue it verifies; or a snapshot is ahead of the log's end.
+        """
+        self._remove_unlisted()
+        manifest = read_manifest(self.directory)
+        listed = manifest.snapshots if manifest is not None else ()
+        failures: list[str] = []
+        for entry in listed:
+            path = self.directory / entry.file
+            if entry.seq > last_seq:
+                reason = (
+                    f"snapshot {entry.file} includes records up to {entry.seq}, but the log "
+                    f"ends at {last_seq}: records the snapshot rests on are missing"
+                )
+                raise CorruptLog(path, 0, reason)
+            if entry.seq + 1 < first_seq:
+                failures.append(f"{entry.file}: the log starts at {first_seq}, after it")
+                continue
+            try:
+                state, seq = self.codec.load(actor, path)
+            except (CorruptLog, OSError) as exc:
+                logger.warning("snapshot %s is not usable (%s); trying an older one", path, exc)
+                failures.append(f"{entry.file}: {exc}")
+                continue
+            if seq != entry.seq:
+                failures.append(f"{entry.file}: holds seq {seq}, listed as {entry.seq}")
+                continue
+            self.newest = SnapshotInfo(seq, entry.bytes, path, 0)
+            return state, seq
+        if first_seq <= 1:
+            return None
+        reason = (
+            f"the log starts at seq {first_seq} (older segments were dropped) and no "
+            f"snapshot that could continue it verifies: {'; '.join(failures) or 'none listed'}"
+        )
+        raise CorruptLog(self.directory, 0, reason)
+
+    def _remove_unlisted(self) -> None:
+        """Delete snapshot files (and temporary ones) the manifest does not list."""
+        manifest = read_manifest(self.directory)
+        listed = {entry.file for entry in manifest.snapshots} if manifest is not None else set()
+        for path in list(self.directory.iterdir()):
+            name = path.name
+            if (name.endswith(SNAPSHOT_SUFFIX) and name not in listed) or name.endswith(
+                SNAPSHOT_SUFFIX + ".tmp"
+            ):
+                _fileio.remove(path)
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def write(self, seq: int, schema: int, captured: Any) -> SnapshotInfo:
+        """Write a captured state as the snapshot of ``seq`` and list it (this thread).
+
+        Raises:
+            OpenFailed: The file or the manifest could not be written (nothing is listed).
+        """
+        with opening(self.directory, "writing a snapshot in"):
+            info = write_snapshot(
+                self.directory, seq, self.codec.kind, schema, self.codec.chunks(captured)
+            )
+            self._list(info)
+        self.newest = info
+        return info
+
+    def write_in_background(
+        self,
+        seq: int,
+        schema: int,
+        captured: Any,
+        done: Callable[[SnapshotInfo | None, BaseException | None], None],
+    ) -> None:
+        """Write on a thread of its own; ``done(info, error)`` is called there when it ends."""
+        self.wait()
+
+        def run() -> None:
+            try:
+                info = self.write(seq, schema, captured)
+            except BaseException as exc:
+                logger.exception("snapshot of %s at seq %d failed", self.directory, seq)
+                done(None, exc)
+                return
+            done(info, None)
+
+        self._writing = threading.Thread(
+            target=run, name=f"actorkv-snapshot:{self.directory.name}", daemon=True
+        )
+        self._writing.start()
+
+    def wait(self) -> None:
+        """Wait for a background write to finish (before the next, or before closing)."""
+        writing = self._writing
+        if writing is not None and writing is not threading.current_thread():
+            writing.join()
+
+    def _list(self, info: SnapshotInfo) -> None:
+        """Put ``info`` first in the manifest (durably), then delete what falls off."""
+        with self._manifest_lock:
+            manifest = read_manifest(self.directory)
+            if manifest is None:  # a bare log: the store writes one at open
+                manifest = Manifest(format_version=FORMAT_VERSION)
+            entry = ListedSnapshot(info.seq, info.path.name, info.bytes)
+            kept = [entry, *(old for old in manifest.snapshots if old.seq != info.seq)]
+            kept.sort(key=lambda listed: listed.seq, reverse=True)
+            listed = msgspec.structs.replace(manifest, snapshots=tuple(kept[:KEEP_SNAPSHOTS]))
+            write_manifest(self.directory, listed)
+            for old in kept[KEEP_SNAPSHOTS:]:  # unlisted durably first: safe to delete
+                stale = self.directory / old.file
+                if stale.exists():
+                    _fileio.remove(stale)
+            if kept[KEEP_SNAPSHOTS:]:
+                _fileio.fsync_dir(self.directory)
+
+
+class HistoryPolicy(msgspec.Struct, frozen=True):
+    """When an actor snapshots itself and how much history its log keeps.
+
+    Attributes:
+        recovery_budget: Seconds a reopen may spend replaying after the newest snapshot;
+            snapshots are taken automatically to stay within it (None: only on request).
+        retention: Seconds of history to keep (None: all of it); segments wholly older
+            than that and wholly below the newest snapshot are deleted. 0 keeps only what
+            recovery needs.
+        replay_rate: Records per second this log replays at (measured at open).
+    """
+
+    recovery_budget: float | None = 1.0
+    retention: float | None = None
+    replay_rate: float = 300_000.0
+
+    @property
+    def records_per_snapshot(self) -> float:
+        """Records after which the replay would exceed the budget (inf: never)."""
+        if self.recovery_budget is None:
+            return float("inf")
+        return max(1.0, self.recovery_budget * self.replay_rate)
+
+
+class CompactionReport(msgspec.Struct, frozen=True):
+    """What applying the retention policy did.
+
+    Attributes:
+        segments_removed: Whole segments deleted.
+        bytes_freed: Their size.
+        floor: The first seq the log holds now.
+    """
+
+    segments_removed: int
+    bytes_freed: int
+    floor: int
