@@ -185,8 +185,8 @@ class EventSourcedActor(Generic[S]):
     def restore_state(self, data: Any) -> S:
         """The state from what :meth:`snapshot_state` stored; by default ``data`` itself.
 
-        ``data`` is already converted to the return type of ``initial_state`` when that is
-        annotated (a Struct, a tuple, ...).
+        Without an override, ``data`` is converted to the return type of ``initial_state``
+        when that is annotated (a Struct, a tuple, ...); an override gets what was stored.
         """
         state: S = data
         return state

@@ -50,7 +50,6 @@ from storage.errors import (
     CorruptLog,
     InvalidOperation,
     KeyspaceClosed,
-    OpenFailed,
     ReplayFailed,
     WriteFailed,
 )
@@ -836,11 +835,20 @@ class ActorCore:
             self._snapshot_pending = False
             if info is not None:
                 self._drop_history(info.seq)
-            elif isinstance(error, InvalidOperation | OpenFailed) and request.future is None:
-                self._auto_snapshots = False  # say it once (logged), not at every group
+            else:
+                self._snapshot_failed(seq, error, asked=request.future is not None)
             _resolve(request.future, info, error)
 
         snapshots.write_in_background(seq, schema, captured, done)
+
+    def _snapshot_failed(self, seq: int, error: BaseException | None, *, asked: bool) -> None:
+        """A state that cannot be encoded stops automatic snapshots (said once)."""
+        if isinstance(error, InvalidOperation):
+            if self._auto_snapshots:
+                self._auto_snapshots = False
+                logger.error("%s: no automatic snapshots from now on: %s", self.name, error)
+        elif not asked:  # nobody else hears of it
+            logger.error("%s: the snapshot at seq %d failed: %s", self.name, seq, error)
 
     def _drop_history(self, snapshot_seq: int) -> CompactionReport:
         retention = self.policy.retention

@@ -132,7 +132,8 @@ class StateSnapshots:
         if len(items) != 1:
             raise CorruptLog(path, 0, f"an actor's snapshot holds {len(items)} items, not 1")
         data = items[0]
-        if self._state_type is not None:
+        overridden = type(actor).restore_state is not EventSourcedActor.restore_state
+        if self._state_type is not None and not overridden:
             try:
                 data = msgspec.convert(data, self._state_type)
             except msgspec.ValidationError as exc:
@@ -260,8 +261,7 @@ class Snapshots:
             try:
                 info = self.write(seq, schema, captured)
             except BaseException as exc:
-                logger.exception("snapshot of %s at seq %d failed", self.directory, seq)
-                done(None, exc)
+                done(None, exc)  # which reports it: to a caller, or to the log
                 return
             done(info, None)
 
