@@ -126,3 +126,32 @@ def test_write_charts_writes_one_file_per_chart_and_no_throughput_chart_for_reco
         "recovery.png",
     ]
     assert all(path.read_bytes().startswith(b"\x89PNG") for path in written)
+
+
+def test_recovery_chart_draws_one_line_per_variant_and_the_live_keys_as_a_reference():
+    rows = [
+        Row(
+            "actorkv",
+            "recovery",
+            "n/a (read path)",
+            ops_per_s=1.0,
+            extra={"variant": variant, "log_records": records, "open_seconds": seconds},
+        )
+        for variant, records, seconds in (
+            ("no snapshots", 1_000_000, 3.0),
+            ("no snapshots", 2_000_000, 6.0),
+            ("defaults", 1_000_000, 0.4),
+            ("defaults", 2_000_000, 0.5),
+            ("live keys only", 10_000, 0.05),
+        )
+    ]
+    figure = report.recovery_figure(plt, rows)
+    (axis,) = figure.axes
+    measured = {line.get_label(): line for line in axis.get_lines() if line.get_marker() == "o"}
+    assert sorted(measured) == ["defaults", "no snapshots"]
+    assert list(measured["no snapshots"].get_ydata()) == [3.0, 6.0]
+    assert list(measured["defaults"].get_xdata()) == [1_000_000, 2_000_000]
+    reference = [line for line in axis.get_lines() if line.get_linestyle() == ":"]
+    assert len(reference) == 1
+    assert list(reference[0].get_ydata()) == [0.05, 0.05]
+    plt.close(figure)

@@ -22,6 +22,7 @@ PARAM_KEYS = ("writers", "log_records", "accounts", "records")
 
 SWEEP = "group_commit_sweep"
 RECOVERY = "recovery"
+SNAPSHOT = "snapshot"  # one actorkv row (keys/s both ways): nothing to draw against
 Groups = Sequence[tuple[str, list[Row]]]
 
 
@@ -254,7 +255,9 @@ def write_charts(directory: Path, groups: Groups, ctx: RunContext) -> list[Path]
         return []
     written = []
     for group, rows in groups:
-        bars = [row for row in rows if row.workload not in {SWEEP, RECOVERY} and _rated(row)]
+        bars = [
+            row for row in rows if row.workload not in {SWEEP, RECOVERY, SNAPSHOT} and _rated(row)
+        ]
         if bars:
             path = directory / f"throughput_{group}.png"
             written.append(_save(plt, throughput_figure(plt, bars), path))
@@ -441,37 +444,41 @@ def _annotate_rates(axis: Any, points: list[tuple[float, float, Any]]) -> None:
 
 
 def recovery_figure(plt: Any, rows: list[Row]) -> Any:
-    """Open time (s) against log size (records), both axes linear from 0.
+    """Open time (s) against history size (records written), one line per variant.
 
-    Each point is ``extra["open_seconds"]`` (the median open: ``Store.open`` + replay + first
-    get) at ``extra["log_records"]``; a table in the empty lower right corner gives every
-    point's records, bytes and seconds (the smallest logs sit close to the origin). A dotted
-    line through the origin and the largest log shows where time proportional to size would
-    put the others.
+    Each point is ``extra["open_seconds"]`` (the median open: ``Store.open`` + snapshot load
+    + replay + first get) at ``extra["log_records"]``; rows without a ``variant`` form one
+    line. A ``live keys only`` row is drawn as a horizontal reference. Both axes are linear
+    from 0; a table in the lower right gives every point's records, variant and seconds.
     """
-    points = sorted(
-        (
+    lines: dict[str, list[tuple[int, float, int | None]]] = {}
+    for row in rows:
+        variant = row.extra.get("variant", "actorkv")
+        point = (
             row.extra.get("log_records", row.ops),
             row.extra.get("open_seconds", row.seconds),
-            row.extra.get("log_bytes"),
+            row.extra.get("dir_bytes", row.extra.get("log_bytes")),
         )
-        for row in rows
-    )
-    records = [point[0] for point in points]
-    seconds = [point[1] for point in points]
+        lines.setdefault(variant, []).append(point)
+    reference = lines.pop("live keys only", None)
     figure, axis = plt.subplots(figsize=(6.4, 4.2))
-    axis.plot(
-        [0, records[-1]],
-        [0, seconds[-1]],
-        linestyle=":",
-        color="grey",
-        linewidth=1,
-        label="proportional to log size",
-    )
-    axis.plot(records, seconds, marker="o", label="actorkv: measured open time")
-    table = [f"{'records':>10} {'MB':>7} {'open s':>8}"] + [
-        f"{count:>10,} {'-' if size is None else f'{size / 1e6:.3g}':>7} {time_s:>8.3g}"
-        for count, time_s, size in points
+    largest = max(point[0] for points in lines.values() for point in points)
+    slowest = max(point[1] for points in lines.values() for point in points)
+    if reference:
+        axis.axhline(
+            reference[0][1],
+            linestyle=":",
+            color="grey",
+            linewidth=1,
+            label=f"only the {reference[0][0]:,} live keys",
+        )
+    for variant, points in lines.items():
+        points.sort()
+        axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=variant)
+    table = [f"{'records':>10} {'open s':>7}  variant"] + [
+        f"{count:>10,} {time_s:>7.3g}  {variant}"
+        for variant, points in lines.items()
+        for count, time_s, _ in points
     ]
     axis.text(
         0.97,
@@ -481,15 +488,15 @@ def recovery_figure(plt: Any, rows: list[Row]) -> Any:
         ha="right",
         va="bottom",
         family="monospace",
-        fontsize=7,
+        fontsize=6,
         bbox={"facecolor": "white", "edgecolor": "lightgrey"},
     )
-    axis.set_xlim(0, records[-1] * 1.05)
-    axis.set_ylim(0, max(seconds) * 1.1)
+    axis.set_xlim(0, largest * 1.05)
+    axis.set_ylim(0, slowest * 1.1)
     axis.xaxis.set_major_formatter(lambda value, _position: f"{value:,.0f}")
-    axis.set_xlabel("log size (records, one put each; linear)")
-    axis.set_ylabel("open time, s (open + replay + first get; linear)")
-    axis.set_title("Recovery: open time against log size", fontsize=10)
+    axis.set_xlabel("history (records written, one put each; linear)")
+    axis.set_ylabel("open time, s (open + snapshot + replay + get; linear)")
+    axis.set_title("Recovery: open time against history, with and without snapshots", fontsize=9)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7, loc="upper left")
     figure.tight_layout()
