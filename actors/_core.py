@@ -832,12 +832,14 @@ class ActorCore:
         self._snapshot_pending = True
 
         def done(info: SnapshotInfo | None, error: BaseException | None) -> None:
-            self._snapshot_pending = False
-            if info is not None:
-                self._drop_history(info.seq)
-            else:
-                self._snapshot_failed(seq, error, asked=request.future is not None)
-            _resolve(request.future, info, error)
+            try:
+                if info is not None:
+                    self._drop_history(info.seq)
+                else:
+                    self._snapshot_failed(seq, error, asked=request.future is not None)
+            finally:  # whatever happened after it, the snapshot's caller is answered
+                self._snapshot_pending = False
+                _resolve(request.future, info, error)
 
         snapshots.write_in_background(seq, schema, captured, done)
 

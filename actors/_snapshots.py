@@ -29,7 +29,13 @@ from storage._format import FORMAT_VERSION
 from storage.errors import CorruptLog, InvalidOperation, opening
 from storage.kv_snapshot import capture, encode_chunks, load_state, schema_of
 from storage.kvstate import KVState
-from storage.manifest import ListedSnapshot, Manifest, read_manifest, write_manifest
+from storage.manifest import (
+    ListedSnapshot,
+    Manifest,
+    read_manifest,
+    remove_unfinished_manifest,
+    write_manifest,
+)
 from storage.snapshot import (
     KIND_ACTOR,
     KIND_KEYSPACE,
@@ -186,7 +192,9 @@ class Snapshots:
             CorruptLog: The log no longer starts at seq 1 and no snapshot that could
                 continue it verifies; or a snapshot is ahead of the log's end.
         """
-        self._remove_unlisted()
+        with opening(self.directory, "removing unfinished snapshots in"):
+            remove_unfinished_manifest(self.directory)
+            self._remove_unlisted()
         manifest = read_manifest(self.directory)
         listed = manifest.snapshots if manifest is not None else ()
         failures: list[str] = []

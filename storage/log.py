@@ -275,10 +275,15 @@ class SegmentedLog:
             written_before: If given, only segments last written before this time (seconds
                 since the epoch, the file's mtime) go: history younger than that is kept.
 
-        The active segment is never deleted. Oldest segments go first and the directory is
-        fsynced after, so a crash midway leaves a valid, shorter log. O(segments).
+        The active segment is never deleted. Oldest first, and the directory is fsynced
+        after each deletion: deletions could otherwise reach the disk out of order and
+        leave a gap in the chain of segments, which recovery would take for damage.
+        O(segments).
+
+        Raises:
+            OpenFailed: A deletion failed (the segments before it are gone, durably).
         """
-        with self._mutex:
+        with self._mutex, opening(self.directory, "deleting old segments in"):
             self._check_open()
             dropped = freed = 0
             segments = self._segments
@@ -289,10 +294,9 @@ class SegmentedLog:
                     break
                 _fileio.remove(path)
                 del segments[0]
+                _fileio.fsync_dir(self.directory)
                 dropped += 1
                 freed += stat.st_size
-            if dropped:
-                _fileio.fsync_dir(self.directory)
             return dropped, freed
 
     def roll(self) -> bool:

@@ -27,7 +27,13 @@ from storage import _fileio
 from storage._format import FORMAT_VERSION, MANIFEST_FILE, TMP_SUFFIX
 from storage.errors import CorruptLog
 
-__all__ = ["ListedSnapshot", "Manifest", "read_manifest", "write_manifest"]
+__all__ = [
+    "ListedSnapshot",
+    "Manifest",
+    "read_manifest",
+    "remove_unfinished_manifest",
+    "write_manifest",
+]
 
 LogKind = Literal["log", "keyspace", "actor"]
 
@@ -104,6 +110,14 @@ def read_manifest(directory: Path) -> Manifest | None:
         )
         raise CorruptLog(path, 0, reason)
     return manifest
+
+
+def remove_unfinished_manifest(directory: Path) -> None:
+    """Delete a ``MANIFEST.tmp`` a crash left before its rename (the old one still holds)."""
+    tmp = directory / (MANIFEST_FILE + TMP_SUFFIX)
+    if tmp.exists():
+        _fileio.remove(tmp)
+        _fileio.fsync_dir(directory)
 
 
 def write_manifest(directory: Path, manifest: Manifest) -> None:
