@@ -4,22 +4,42 @@ The model maps each stored key to ``(value, version, expires_at, seq)``, expired
 (until a sweep or a write records their expiry), so it predicts versions, sweep counts and
 sequence numbers exactly. The store runs with ``fsync="always"``: every acknowledged write
 must survive a simulated power loss (``DurabilityTracker``), so the model never shrinks.
+
+Snapshot and compact steps change no value, version or seq; the machine predicts what they
+do to the log (which segments exist, ``history_floor``, ``log_bytes``, the report) from the
+segment files' names, and that a reopen or a crash recovers from the newest snapshot and
+replays exactly the records after it. ``HistoryMachine`` runs the same steps on small
+segments with ``retention=0``, so snapshots and compaction delete history all the time (half
+its runs start with ``retention=None``, and a reopen step switches between the two, so that
+``compact()`` finds history a snapshot kept). Snapshots are taken only by the snapshot step
+(``recovery_budget=None``), which returns once the snapshot is durable and its retention
+applied: nothing runs in the background when the power is cut.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
 
-from actors import KeySpace, Store, VersionConflict, WriteBatch
-from tests.keyspace.conftest import FakeClock
+from actors import CompactionReport, KeySpace, Store, VersionConflict, WriteBatch
+from storage._format import parse_segment_name
+from storage.snapshot import snapshot_name
+from tests.keyspace.conftest import FakeClock, keyspace_dir
 from tests.storage.faults import DurabilityTracker
+from tests.storage.helpers import SEGMENT_HEADER_SIZE
 
 KEYS = ["a", "ab", "b", "c", "é", "\U0010ffff"]
 keys = st.sampled_from(KEYS)
@@ -35,6 +55,7 @@ values = (
 ttls = st.none() | st.sampled_from([0.5, 1.0, 2.5])
 expects = st.none() | st.integers(min_value=0, max_value=3)
 ops = st.tuples(st.sampled_from(["put", "delete"]), keys, values, ttls, expects)
+EXAMPLES = 1000 if os.environ.get("ACTORKV_LONG") == "1" else 30
 
 Stored = tuple[Any, int, float | None, int]  # value, version, expires_at, seq
 Op = tuple[str, str, Any, float | None, int | None]  # kind, key, value, ttl, expect_version
@@ -47,6 +68,8 @@ class Abandon(Exception):
 class KeySpaceMachine(RuleBasedStateMachine):
     base: Path
     runs = itertools.count()
+    OPTIONS: ClassVar[dict[str, Any]] = {}
+    """Store options besides the clock and the sweep interval."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -54,11 +77,14 @@ class KeySpaceMachine(RuleBasedStateMachine):
         self.clock = FakeClock()
         self.tracker = DurabilityTracker().install()
         self.model: dict[str, Stored] = {}
+        self.retention: float | None = self.OPTIONS.get("retention")
+        self.snapshot_seq: int | None = None  # the newest snapshot's, once one was taken
         self.store, self.ks = self._open()
 
     def _open(self) -> tuple[Store, KeySpace]:
         # sweep_interval: no background sweep, so sequence numbers stay predictable.
-        store = Store.open(self.path, clock=self.clock, sweep_interval=3600)
+        options = {**self.OPTIONS, "retention": self.retention}
+        store = Store.open(self.path, clock=self.clock, sweep_interval=3600, **options)
         return store, store.keyspace("ks")
 
     def teardown(self) -> None:
@@ -80,6 +106,45 @@ class KeySpaceMachine(RuleBasedStateMachine):
 
     def _expires(self, ttl: float | None) -> float | None:
         return None if ttl is None else self.clock.now + ttl
+
+    # -- the log's segments --------------------------------------------------------------------
+
+    def _segments(self) -> dict[int, int]:
+        """First seq -> size of every segment file, oldest first."""
+        found = {}
+        for path in keyspace_dir(self.path, "ks").iterdir():
+            base = parse_segment_name(path.name)
+            if base is not None:
+                found[base] = path.stat().st_size
+        return dict(sorted(found.items()))
+
+    def _droppable(self, segments: dict[int, int]) -> list[int]:
+        """The oldest segments retention deletes now: every record at or below the snapshot."""
+        if self.retention != 0 or self.snapshot_seq is None:
+            return []
+        bases = list(segments)
+        dropped = []
+        for base, following in itertools.pairwise(bases):  # never the active (last) one
+            if following > self.snapshot_seq + 1:
+                break
+            dropped.append(base)
+        return dropped
+
+    def _check_history(self, segments: dict[int, int]) -> None:
+        """The segments on disk are ``segments``; the stats agree with them."""
+        assert self._segments() == segments
+        stats = self.ks.stats()
+        assert stats.history_floor == next(iter(segments))
+        assert stats.log_bytes == sum(segments.values())
+        assert stats.snapshot_seq == (self.snapshot_seq or 0)
+
+    def _check_recovered(self, last_seq: int) -> None:
+        """Reopened: from the newest snapshot, replaying exactly the records after it."""
+        assert self.ks.last_seq == last_seq
+        stats = self.ks.stats()
+        assert stats.snapshot_seq == (self.snapshot_seq or 0)
+        assert stats.records_replayed == last_seq - (self.snapshot_seq or 0)
+        self._check_history(self._segments())
 
     # -- rules ---------------------------------------------------------------------------------
 
@@ -189,11 +254,37 @@ class KeySpaceMachine(RuleBasedStateMachine):
             del self.model[key]
 
     @rule()
+    def snapshot(self) -> None:
+        last_seq = self.ks.last_seq
+        segments = self._segments()
+        if self.snapshot_seq != last_seq:  # else nothing new: the newest one is returned
+            if next(reversed(segments)) <= last_seq:  # the active segment holds records
+                # Rolled, so the history below can go whole: a new segment, its header only.
+                segments[last_seq + 1] = SEGMENT_HEADER_SIZE
+            self.snapshot_seq = last_seq
+            for base in self._droppable(segments):
+                del segments[base]
+        info = self.ks.snapshot()  # returns once durable, its retention applied
+        path = keyspace_dir(self.path, "ks") / snapshot_name(last_seq)
+        assert (info.seq, info.path, info.items) == (last_seq, path, len(self.model))
+        assert info.bytes == path.stat().st_size
+        self._check_history(segments)
+
+    @rule()
+    def compact(self) -> None:
+        segments = self._segments()
+        dropped = self._droppable(segments)
+        freed = sum(segments.pop(base) for base in dropped)
+        report = self.ks.compact()
+        assert report == CompactionReport(len(dropped), freed, next(iter(segments)))
+        self._check_history(segments)
+
+    @rule()
     def reopen(self) -> None:
         last_seq = self.ks.last_seq
         self.store.close()
         self.store, self.ks = self._open()
-        assert self.ks.last_seq == last_seq
+        self._check_recovered(last_seq)
 
     @rule()
     def crash(self) -> None:
@@ -204,7 +295,7 @@ class KeySpaceMachine(RuleBasedStateMachine):
         self.tracker.uninstall()
         self.tracker = DurabilityTracker().install()
         self.store, self.ks = self._open()
-        assert self.ks.last_seq == last_seq
+        self._check_recovered(last_seq)
 
     # -- invariants ----------------------------------------------------------------------------
 
@@ -226,9 +317,51 @@ class KeySpaceMachine(RuleBasedStateMachine):
                 assert key not in self.ks
 
 
+class HistoryMachine(KeySpaceMachine):
+    """The same steps on small segments, history deleted below every snapshot."""
+
+    OPTIONS: ClassVar[dict[str, Any]] = {
+        "segment_bytes": 4096,
+        "recovery_budget": None,
+        "retention": 0,
+    }
+
+    @initialize(retention=st.sampled_from([0, None]))
+    def start_with(self, retention: float | None) -> None:
+        """Half the runs start keeping every event: their later compaction has work to do."""
+        if retention != self.retention:
+            self.reopen_with_retention(retention)
+
+    @rule(key=keys, size=st.sampled_from([1500, 3000]), ttl=ttls)
+    def put_large(self, key: str, size: int, ttl: float | None) -> None:
+        """A value that fills much of a segment, so segments roll by size too."""
+        actual = self._live(key)
+        value = key * size
+        before = self.ks.last_seq
+        receipt = self.ks.put(key, value, ttl=ttl)
+        assert (receipt.seq, receipt.version) == (before + 1, actual + 1)
+        self.model[key] = (value, actual + 1, self._expires(ttl), receipt.seq)
+
+    @rule(retention=st.sampled_from([None, 0]))
+    def reopen_with_retention(self, retention: float | None) -> None:
+        """Keep every event for a while (snapshots then drop nothing), or drop again."""
+        self.retention = retention
+        self.reopen()
+
+
 def test_a_keyspace_behaves_like_its_dict_model(tmp_path: Path) -> None:
     KeySpaceMachine.base = tmp_path
     run_state_machine_as_test(
         KeySpaceMachine,
-        settings=settings(max_examples=30, stateful_step_count=30, deadline=None),
+        settings=settings(max_examples=EXAMPLES, stateful_step_count=30, deadline=None),
+    )
+
+
+def test_a_keyspace_that_snapshots_and_drops_its_history_behaves_like_its_dict_model(
+    tmp_path: Path,
+) -> None:
+    HistoryMachine.base = tmp_path
+    run_state_machine_as_test(
+        HistoryMachine,
+        settings=settings(max_examples=EXAMPLES, stateful_step_count=30, deadline=None),
     )
