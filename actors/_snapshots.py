@@ -25,7 +25,7 @@ import msgspec
 
 from actors._actor import EventSourcedActor
 from storage import _fileio
-from storage._format import FORMAT_VERSION
+from storage._format import BROKEN_SUFFIX, FORMAT_VERSION
 from storage.errors import CorruptLog, InvalidOperation, opening
 from storage.kv_snapshot import capture, encode_chunks, load_state, schema_of
 from storage.kvstate import KVState
@@ -218,7 +218,9 @@ class Snapshots:
             if seq != entry.seq:
                 failures.append(f"{entry.file}: holds seq {seq}, listed as {entry.seq}")
                 continue
-            self.newest = SnapshotInfo(seq, entry.bytes, path, 0)
+            if failures:
+                self._unlist_failed(entry.seq)
+            self.newest = SnapshotInfo(seq, entry.bytes, path, entry.items)
             return state, seq
         if first_seq <= 1:
             return None
@@ -227,6 +229,27 @@ class Snapshots:
             f"snapshot that could continue it verifies: {'; '.join(failures) or 'none listed'}"
         )
         raise CorruptLog(self.directory, 0, reason)
+
+    def _unlist_failed(self, usable_seq: int) -> None:
+        """Stop listing the snapshots newer than the one recovery used: they failed.
+
+        Kept as ``NAME.broken`` for inspection; the usable one stays the fallback of the
+        next snapshot, instead of a known-bad one.
+        """
+        with self._manifest_lock, opening(self.directory, "unlisting damaged snapshots in"):
+            manifest = read_manifest(self.directory)
+            if manifest is None:
+                return
+            bad = [entry for entry in manifest.snapshots if entry.seq > usable_seq]
+            kept = tuple(entry for entry in manifest.snapshots if entry.seq <= usable_seq)
+            write_manifest(self.directory, msgspec.structs.replace(manifest, snapshots=kept))
+            for entry in bad:
+                path = self.directory / entry.file
+                if path.exists():
+                    broken = _fileio.unused_name(path.with_name(path.name + BROKEN_SUFFIX))
+                    _fileio.rename(path, broken)
+            if bad:
+                _fileio.fsync_dir(self.directory)
 
     def _remove_unlisted(self) -> None:
         """Delete snapshot files (and temporary ones) the manifest does not list."""
@@ -290,7 +313,7 @@ class Snapshots:
             manifest = read_manifest(self.directory)
             if manifest is None:  # a bare log: the store writes one at open
                 manifest = Manifest(format_version=FORMAT_VERSION)
-            entry = ListedSnapshot(info.seq, info.path.name, info.bytes)
+            entry = ListedSnapshot(info.seq, info.path.name, info.bytes, info.items)
             kept = [entry, *(old for old in manifest.snapshots if old.seq != info.seq)]
             kept.sort(key=lambda listed: listed.seq, reverse=True)
             listed = msgspec.structs.replace(manifest, snapshots=tuple(kept[:KEEP_SNAPSHOTS]))

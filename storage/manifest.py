@@ -45,11 +45,13 @@ class ListedSnapshot(msgspec.Struct, frozen=True):
         seq: The last record it includes.
         file: Its file name in the log directory.
         bytes: Its size.
+        items: How many items (keys) it holds.
     """
 
     seq: int
     file: str
     bytes: int
+    items: int = 0
 
 
 class Manifest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

@@ -106,8 +106,9 @@ def write_snapshot(
             it holds; consumed once.
 
     Raises:
-        OSError: Writing failed; nothing is left under the snapshot's name (the temporary
-            file is removed).
+        OSError: Writing failed; the temporary file is removed. (If only the final
+            directory fsync failed, the complete file stays under its name, unlisted: the
+            next open removes it.)
     """
     path = directory / snapshot_name(seq)
     tmp = path.with_name(path.name + TMP_SUFFIX)

@@ -161,3 +161,31 @@ def test_a_bad_history_option_is_invalid_option(tmp_path: Path, option: str, val
         Store.open(tmp_path / "store", **{option: value})
     with Store.open(tmp_path / "other") as store, pytest.raises(InvalidOption, match=option):
         store.keyspace("ks", **{option: value})
+
+
+def test_a_damaged_snapshot_is_unlisted_so_the_good_one_stays_the_fallback(tmp_path: Path):
+    with Store.open(tmp_path / "store", recovery_budget=None) as store:
+        ks = store.keyspace("ks")
+        ks.put("a", 1)
+        good = ks.snapshot()
+        ks.put("b", 2)
+        bad = ks.snapshot()
+    damaged = bad.path.read_bytes()
+    bad.path.write_bytes(damaged[: len(damaged) // 2])
+    with Store.open(tmp_path / "store", recovery_budget=None) as store:
+        ks = store.keyspace("ks")
+        assert (ks.stats().snapshot_seq, ks.stats().records_replayed) == (good.seq, 1)
+        assert not bad.path.exists()
+        assert (
+            bad.path.with_name(bad.path.name + ".broken").read_bytes()
+            == damaged[: len(damaged) // 2]
+        )
+        ks.put("c", 3)
+        newest = ks.snapshot()
+        listed = read_manifest(keyspace_dir(tmp_path / "store", "ks")).snapshots
+        assert [entry.seq for entry in listed] == [newest.seq, good.seq]
+        assert good.path.exists()
+    with Store.open(tmp_path / "store", recovery_budget=None) as store:
+        ks = store.keyspace("ks")
+        assert ks.snapshot().items == 3  # the listed item count survives a reopen
+        assert dict(ks.items()) == {"a": 1, "b": 2, "c": 3}
