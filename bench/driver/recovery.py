@@ -50,10 +50,10 @@ QUICK_SNAPSHOT_KEYS = 100_000
 def recovery_sizes(ctx: RunContext) -> list[int]:
     """History sizes (puts) for this run.
 
-    Sizes above ``100 * ctx.ops`` are dropped so a tiny smoke run stays tiny; if that drops
-    them all, one history of ``100 * ctx.ops`` puts is used.
+    Sizes above ``400 * ctx.ops`` are dropped so a tiny smoke run stays tiny; if that drops
+    them all, one history of ``400 * ctx.ops`` puts is used.
     """
-    limit = 100 * ctx.ops
+    limit = 400 * ctx.ops
     sizes = QUICK_SIZES if ctx.quick else SIZES
     return [size for size in sizes if size <= limit] or [limit]
 
