@@ -41,6 +41,7 @@ __all__ = [
     "InvalidInput",
     "InvalidKey",
     "InvalidName",
+    "HistoryUnavailable",
     "InvalidOperation",
     "InvalidOption",
     "InvalidValue",
@@ -99,6 +100,24 @@ class InvalidOperation(ActorKVError):
     For example a ``WriteBatch`` used outside its one ``with`` block, or ``Store.close()``
     called from inside one of the store's own commands (which would wait for itself).
     """
+
+
+class HistoryUnavailable(ActorKVError):
+    """A read as of a point the log no longer holds (below its history floor).
+
+    Attributes:
+        floor: The first seq whose state can still be read.
+        requested: The seq that was asked for.
+    """
+
+    def __init__(self, name: str, requested: int, floor: int) -> None:
+        self.floor = floor
+        self.requested = requested
+        super().__init__(
+            f"{name}: seq {requested} is below the history floor {floor} (retention dropped "
+            f"the records before it); read at seq {floor} or later, or keep more history "
+            "with retention="
+        )
 
 
 class VersionConflict(ActorKVError):
