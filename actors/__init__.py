@@ -8,13 +8,16 @@ from actors._actor import EventSourcedActor
 from actors._core import ActorStats, Published
 from actors._future import Future
 from actors._handle import ActorHandle
+from actors._history import Version
 from actors._keyspace import Entry, KeySpace, KeySpaceOptions, Receipt, WriteBatch
 from actors._snapshots import CompactionReport
 from actors._store import Store
+from actors._view import KeySpaceView
 from storage.errors import (
     ActorKVError,
     ActorStopped,
     CorruptLog,
+    HistoryUnavailable,
     InvalidInput,
     InvalidKey,
     InvalidName,
@@ -44,6 +47,7 @@ __all__ = [
     "Entry",
     "EventSourcedActor",
     "Future",
+    "HistoryUnavailable",
     "InvalidInput",
     "InvalidKey",
     "InvalidName",
@@ -52,6 +56,7 @@ __all__ = [
     "InvalidValue",
     "KeySpace",
     "KeySpaceOptions",
+    "KeySpaceView",
     "KeyspaceClosed",
     "NotALog",
     "OpenFailed",
@@ -64,6 +69,7 @@ __all__ = [
     "StoreForked",
     "StoreLocked",
     "ValueTypeMismatch",
+    "Version",
     "VersionConflict",
     "WriteBatch",
     "WriteFailed",

@@ -145,11 +145,13 @@ class Published(NamedTuple):
         first_seq: Sequence number of the group's first record.
         last_seq: Sequence number of its last record.
         records: ``(seq, events)`` for each record, the events as emitted.
+        time: The records' commit time (seconds since the epoch, from the store's clock).
     """
 
     first_seq: int
     last_seq: int
     records: list[tuple[int, tuple[Any, ...]]]
+    time: float = 0.0
 
 
 class ActorStats(msgspec.Struct, frozen=True):
@@ -245,6 +247,7 @@ def replay(
             reported = records
             progress(name, records, total)
     actor._esa_state = state
+    actor._esa_seq = max(from_seq - 1, log.last_seq)  # what on_persisted has made durable
     actor.on_persisted()
     counters.records_replayed = records
     counters.events_replayed = events
@@ -351,6 +354,11 @@ class ActorCore:
         self._snapshot_every = self.policy.records_per_snapshot
         self._snapshot_pending = False
         self._auto_snapshots = snapshots is not None
+
+    @property
+    def codec(self) -> EventCodec:
+        """How this actor's records decode into events."""
+        return self._codec
 
     def attach(self, home: Home) -> None:
         """Give the core its home thread (before any command)."""
@@ -702,7 +710,7 @@ class ActorCore:
             self._group_events = 0
             self._durable_state = self._actor.state
             numbered = list(zip(range(first, last + 1), events, strict=True))
-            published = Published(first, last, numbered)
+            published = Published(first, last, numbered, getattr(self.log, "last_time", 0.0))
             try:
                 self._actor.on_published(published)
                 for listener in self.listeners:
@@ -841,7 +849,8 @@ class ActorCore:
                 self._snapshot_pending = False
                 _resolve(request.future, info, error)
 
-        snapshots.write_in_background(seq, schema, captured, done)
+        log = self.log
+        snapshots.write_in_background(seq, schema, captured, done, lambda: log.first_seq)
 
     def _snapshot_failed(self, seq: int, error: BaseException | None, *, asked: bool) -> None:
         """A state that cannot be encoded stops automatic snapshots (said once)."""
@@ -876,7 +885,7 @@ class ActorCore:
         try:
             schema, captured = snapshots.codec.capture(self._actor)
             self.log.roll()
-            info = snapshots.write(self.log.last_seq, schema, captured)
+            info = snapshots.write(self.log.last_seq, schema, captured, self.log.first_seq)
             self._drop_history(info.seq)
         except ActorKVError:
             logger.exception("%s: the snapshot at close failed; the next open replays", self.name)

@@ -38,6 +38,11 @@ class ActorHandle(Generic[A]):
         self.blocking = BlockingCalls(self)
         """The same commands, run and waited for: ``handle.blocking.increment(2) -> 2``."""
 
+    @property
+    def core(self) -> ActorCore:
+        """The actor's core: its log, snapshots and group commit (for the layers above)."""
+        return self._core
+
     def __getattr__(self, name: str) -> Callable[..., Future[Any]]:
         """Return a sender for the command ``name`` (cached on the handle)."""
         self._check_command(name)

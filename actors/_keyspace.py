@@ -10,19 +10,30 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, MutableMapping
-from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from actors import _history as history
 from actors._core import ActorStats, Command
 from actors._future import Future
 from actors._handle import ActorHandle
+from actors._history import Version
 from actors._keyspace_actor import DeleteOp, KeySpaceActor, PutOp, Receipt
+from actors._keyspace_input import (
+    KeySpaceOptions,
+    check_expect,
+    check_time,
+    check_ttl,
+    prefix_end,
+)
 from actors._snapshots import CompactionReport
+from actors._view import KeySpaceView, ViewReads
 from storage.codec import encode_value, on_fresh_stack
 from storage.errors import (
+    HistoryUnavailable,
+    InvalidInput,
     InvalidKey,
     InvalidOperation,
     InvalidOption,
@@ -41,41 +52,6 @@ if TYPE_CHECKING:  # Python 3.10 has no typing.Self
 __all__ = ["Entry", "KeySpace", "KeySpaceOptions", "Receipt", "WriteBatch"]
 
 _MISSING: Any = object()
-
-
-@dataclass(frozen=True, slots=True)
-class KeySpaceOptions:
-    """How a key space checks its input. Checked on construction.
-
-    Attributes:
-        key_type: ``str`` (default) or ``bytes``; keys of any other type raise InvalidKey.
-        value_type: If set, values are validated against it on put (``InvalidValue``) and
-            decoded to it on get; any type msgspec understands (a Struct, ``int``, ...).
-        max_key_bytes: Longest key, in bytes (UTF-8 for str): default 1,024.
-        max_value_bytes: Largest encoded value: default 16 MiB.
-    """
-
-    key_type: type = str
-    value_type: Any = None
-    max_key_bytes: int = 1024
-    max_value_bytes: int = 16 * 1024 * 1024
-
-    def __post_init__(self) -> None:
-        """Reject options outside their documented ranges."""
-        if self.key_type not in (str, bytes):
-            msg = f"key_type must be str or bytes, got {self.key_type!r}"
-            raise InvalidOption(msg)
-        for name in ("max_key_bytes", "max_value_bytes"):
-            limit = getattr(self, name)
-            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-                msg = f"{name} must be a positive int, got {limit!r}"
-                raise InvalidOption(msg)
-        if self.value_type is not None:
-            try:
-                msgspec.msgpack.Decoder(self.value_type)
-            except TypeError as exc:
-                msg = f"value_type {self.value_type!r} is not a type msgspec can decode: {exc}"
-                raise InvalidOption(msg) from exc
 
 
 class Entry(msgspec.Struct, frozen=True):
@@ -126,6 +102,7 @@ class KeySpace(MutableMapping[Any, Any]):
         self._call_delete = actor.blocking.delete
         self._send_delete = actor.delete
         self._closed: tuple[type[KeyspaceClosed], str] | None = None
+        self._core = actor.core
 
     # -- reads (caller's thread) -------------------------------------------------------------
 
@@ -186,15 +163,7 @@ class KeySpace(MutableMapping[Any, Any]):
             InvalidKey: A bound is not of the key type. InvalidOption: A bad ``limit``.
             KeyspaceClosed: The key space was closed or dropped.
         """
-        self._check_open()
-        for bound in (start, stop):
-            if bound is not None:
-                self._check_key_type(bound)
-        if limit is not None and (
-            isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
-        ):
-            msg = f"limit must be a non-negative int or None, got {limit!r}"
-            raise InvalidOption(msg)
+        self._check_range(start, stop, limit)
         found = self._state.scan(start, stop, reverse=reverse, limit=limit)
         value = self._value
         return ((key, value(key, entry)) for key, entry in found)
@@ -204,7 +173,114 @@ class KeySpace(MutableMapping[Any, Any]):
     ) -> Iterator[tuple[Any, Any]]:
         """``(key, value)`` for every key starting with ``prefix``, in key order."""
         self._check_key_type(prefix)
-        return self.range(prefix or None, _prefix_end(prefix), reverse=reverse, limit=limit)
+        return self.range(prefix or None, prefix_end(prefix), reverse=reverse, limit=limit)
+
+    def _check_range(self, start: Any, stop: Any, limit: int | None) -> None:
+        self._check_open()
+        for bound in (start, stop):
+            if bound is not None:
+                self._check_key_type(bound)
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
+        ):
+            msg = f"limit must be a non-negative int or None, got {limit!r}"
+            raise InvalidOption(msg)
+
+    def _public_entry(self, key: Any, entry: StoredEntry) -> Entry:
+        return Entry(self._value(key, entry), entry.version, entry.seq, entry.expires_at)
+
+    # -- history -----------------------------------------------------------------------------
+
+    def at(self, seq: int | None = None, *, time: float | None = None) -> KeySpaceView:
+        """A read-only view of the key space as of record ``seq``, or as of ``time``.
+
+        ``time=`` means the last record committed at or before it; neither means now.
+        Points since the last ``recent_versions`` changes read from memory (the current
+        point costs what a plain read costs); older ones are rebuilt once, from a snapshot
+        and the log, which costs about what a reopen costs. Expiry is judged at the
+        point's commit time (``seq=``), at ``time`` (``time=``), or now.
+
+        Raises:
+            HistoryUnavailable: The point is below the history floor (``stats()``).
+            InvalidInput: Both or a bad ``seq`` / ``time``, or a seq not yet committed.
+        """
+        self._check_open()
+        core, state = self._core, self._state
+        with state.lock:
+            current = state.seq
+        if seq is not None and time is not None:
+            msg = "at() takes seq= or time=, not both"
+            raise InvalidInput(msg)
+        if time is not None:
+            when = check_time(time)
+            point = history.seq_at(core, state, when)
+        elif seq is not None:
+            point = history.check_seq(self.name, seq, current)
+            when = None
+        else:
+            point, when = current, self._clock()
+        if point != current:
+            floor = history.history_floor(core)
+            if point < floor:
+                raise HistoryUnavailable(self.name, point, floor)
+        if when is None:
+            when = history.record_time(core, state, point) if point else 0.0
+        reads = ViewReads(self._check_key_type, self._value, self._public_entry, self._check_range)
+        return KeySpaceView(
+            self.name, self.options.key_type, state, point, when, reads, self._rebuild
+        )
+
+    def _rebuild(self, seq: int) -> KVState:
+        return history.state_as_of(self._core, self.name, seq, self._state)
+
+    def history(self, key: Any, *, limit: int | None = None) -> list[Version]:
+        """Every retained change of ``key``, oldest first: the newest ``limit`` if given.
+
+        Changes since the last ``recent_versions`` come from memory; older ones, down to
+        the history floor, are read from the log (a scan of it from the floor).
+        """
+        self._check_open()
+        self._check_key_type(key)
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
+        ):
+            msg = f"limit must be a non-negative int or None, got {limit!r}"
+            raise InvalidOption(msg)
+        return history.key_history(
+            self._core,
+            self._state,
+            key,
+            lambda raw: self._value(key, StoredEntry(raw, 0, 0, None)),
+            limit,
+        )
+
+    def seq_at(self, time: float) -> int:
+        """The last record committed at or before ``time`` (0 if none yet).
+
+        Raises:
+            HistoryUnavailable: ``time`` is before the oldest retained record.
+        """
+        self._check_open()
+        return history.seq_at(self._core, self._state, check_time(time))
+
+    def time_of(self, seq: int) -> float:
+        """The commit time of record ``seq``.
+
+        Raises:
+            HistoryUnavailable: The log no longer holds ``seq``. InvalidInput: ``seq`` is
+                not a committed record.
+        """
+        self._check_open()
+        with self._state.lock:
+            current = self._state.seq
+        point = history.check_seq(self.name, seq, current)
+        if point < 1:
+            msg = f"{self.name}: seq {seq} is not a record (records start at 1)"
+            raise InvalidInput(msg)
+        first = self._core.log.first_seq
+        if point < first:
+            raise HistoryUnavailable(self.name, point, first)
+        return history.record_time(self._core, self._state, point)
 
     def _value(self, key: Any, entry: StoredEntry) -> Any:
         if entry.decoded:
@@ -291,7 +367,7 @@ class KeySpace(MutableMapping[Any, Any]):
             InvalidKey: Bad key. VersionConflict: ``expect_version`` did not match.
         """
         self._check_key(key)
-        _check_expect(expect_version)
+        check_expect(expect_version)
         receipt: Receipt | None = self._call_delete(key, expect_version)
         return receipt
 
@@ -300,7 +376,7 @@ class KeySpace(MutableMapping[Any, Any]):
     ) -> Future[Receipt | None]:
         """Like :meth:`delete`, but returns a future at once."""
         self._check_key(key)
-        _check_expect(expect_version)
+        check_expect(expect_version)
         return self._send_delete(key, expect_version)
 
     def batch(self) -> WriteBatch:
@@ -476,10 +552,10 @@ class KeySpace(MutableMapping[Any, Any]):
     ) -> tuple[Any, msgspec.Raw, float | None, int | None]:
         self._check_key(key)
         if expect_version is not None:
-            _check_expect(expect_version)
+            check_expect(expect_version)
         expires_at = None
         if ttl is not None:
-            expires_at = self._clock() + _check_ttl(ttl)
+            expires_at = self._clock() + check_ttl(ttl)
             if not math.isfinite(expires_at):
                 msg = f"ttl={ttl!r} puts the expiry past the largest time a float holds"
                 raise InvalidValue(msg)
@@ -521,7 +597,7 @@ class WriteBatch:
         """Add a delete (a missing key is skipped unless ``expect_version`` says otherwise)."""
         self._check_open()
         self._keyspace._check_key(key)
-        _check_expect(expect_version)
+        check_expect(expect_version)
         self._ops.append(DeleteOp(key, expect_version))
 
     def __len__(self) -> int:
@@ -554,36 +630,3 @@ class WriteBatch:
                 "and call b.put()/b.delete() inside the block (a batch is single-use)"
             )
             raise InvalidOperation(msg)
-
-
-def _check_ttl(ttl: object) -> float:
-    """``ttl`` as float seconds, if it is a positive finite number; else InvalidValue."""
-    seconds = math.nan
-    if not isinstance(ttl, bool) and isinstance(ttl, int | float):
-        try:
-            seconds = float(ttl)
-        except OverflowError:  # an int beyond any float
-            seconds = math.inf
-    if not 0 < seconds < math.inf:
-        msg = f"ttl must be a positive, finite number of seconds, got {ttl!r:.60}"
-        raise InvalidValue(msg)
-    return seconds
-
-
-def _check_expect(expect_version: int | None) -> None:
-    if expect_version is not None and (
-        isinstance(expect_version, bool)
-        or not isinstance(expect_version, int)
-        or expect_version < 0
-    ):
-        msg = f"expect_version must be an int >= 0 or None, got {expect_version!r}"
-        raise InvalidValue(msg)
-
-
-def _prefix_end(prefix: str | bytes) -> str | bytes | None:
-    """The smallest key above every key that starts with ``prefix`` (None: no bound)."""
-    if isinstance(prefix, bytes):
-        head = prefix.rstrip(b"\xff")
-        return head[:-1] + bytes((head[-1] + 1,)) if head else None
-    text = prefix.rstrip("\U0010ffff")
-    return text[:-1] + chr(ord(text[-1]) + 1) if text else None

@@ -19,8 +19,10 @@ from typing import Any
 import msgspec
 
 from actors._actor import EventSourcedActor
+from actors._core import Published
 from storage.codec import Batch, Delete, Expired, KVEvent, Put
 from storage.errors import VersionConflict
+from storage.kv_versions import DEFAULT_RECENT_VERSIONS
 from storage.kvstate import Entry, KVState
 
 MAX_SWEEP_KEYS = 10_000  # keys per Expired record: bounds one sweep's record and pause
@@ -66,13 +68,22 @@ class KeySpaceActor(EventSourcedActor[KVState]):
     check_event_fields = False
 
     def __init__(
-        self, clock: Callable[[], float] = time.time, *, decode_scalars: bool = True
+        self,
+        clock: Callable[[], float] = time.time,
+        *,
+        decode_scalars: bool = True,
+        recent_versions: int = DEFAULT_RECENT_VERSIONS,
     ) -> None:
         self._clock = clock
         self._decode_scalars = decode_scalars
+        self._recent_versions = recent_versions
 
     def initial_state(self) -> KVState:
-        return KVState(self._clock, decode_scalars=self._decode_scalars)
+        return KVState(
+            self._clock,
+            decode_scalars=self._decode_scalars,
+            recent_versions=self._recent_versions,
+        )
 
     def apply(self, state: KVState, event: KVEvent) -> KVState:
         state.apply(event, self.record_seq)
@@ -84,8 +95,13 @@ class KeySpaceActor(EventSourcedActor[KVState]):
         state.apply_records(records)
         return state
 
-    def on_persisted(self) -> None:
-        self.state.commit()
+    def on_published(self, group: Published) -> None:
+        self.state.commit(group.first_seq, group.last_seq, group.time)
+
+    def on_persisted(self) -> None:  # once, after replay (on_published is overridden)
+        state = self.state
+        state.commit(0, self.record_seq)
+        state.start_tracking()
 
     def on_write_failed(self) -> None:
         self.state.discard()

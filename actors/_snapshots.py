@@ -28,6 +28,7 @@ from storage import _fileio
 from storage._format import BROKEN_SUFFIX, FORMAT_VERSION
 from storage.errors import CorruptLog, InvalidOperation, opening
 from storage.kv_snapshot import capture, encode_chunks, load_state, schema_of
+from storage.kv_versions import DEFAULT_RECENT_VERSIONS
 from storage.kvstate import KVState
 from storage.manifest import (
     ListedSnapshot,
@@ -84,7 +85,9 @@ class KeySpaceSnapshots:
     def load(self, actor: EventSourcedActor[Any], path: Path) -> tuple[Any, int]:
         """A fresh KVState with the actor's clock and scalar policy."""
         initial: KVState = actor.initial_state()
-        return load_state(path, initial.clock, decode_scalars=initial.decode_scalars)
+        state, seq = load_state(path, initial.clock, decode_scalars=initial.decode_scalars)
+        state.versions.limit = initial.versions.limit
+        return state, seq
 
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -177,6 +180,8 @@ class Snapshots:
         self._writing: threading.Thread | None = None
         self.newest: SnapshotInfo | None = None
         """The newest listed snapshot (after recovery, or the last one written)."""
+        self.listed: tuple[ListedSnapshot, ...] = ()
+        """What the manifest lists, newest first (reads as of a past seq start from one)."""
 
     # -- recovery ------------------------------------------------------------------------------
 
@@ -196,7 +201,7 @@ class Snapshots:
             remove_unfinished_manifest(self.directory)
             self._remove_unlisted()
         manifest = read_manifest(self.directory)
-        listed = manifest.snapshots if manifest is not None else ()
+        listed = self.listed = manifest.snapshots if manifest is not None else ()
         failures: list[str] = []
         for entry in listed:
             path = self.directory / entry.file
@@ -243,6 +248,7 @@ class Snapshots:
             bad = [entry for entry in manifest.snapshots if entry.seq > usable_seq]
             kept = tuple(entry for entry in manifest.snapshots if entry.seq <= usable_seq)
             write_manifest(self.directory, msgspec.structs.replace(manifest, snapshots=kept))
+            self.listed = kept
             for entry in bad:
                 path = self.directory / entry.file
                 if path.exists():
@@ -264,8 +270,11 @@ class Snapshots:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def write(self, seq: int, schema: int, captured: Any) -> SnapshotInfo:
+    def write(self, seq: int, schema: int, captured: Any, first_seq: int = 1) -> SnapshotInfo:
         """Write a captured state as the snapshot of ``seq`` and list it (this thread).
+
+        ``first_seq`` is the log's first record: the oldest snapshot the log continues
+        from stays listed too, as the base of reads as of the oldest retained points.
 
         Raises:
             OpenFailed: The file or the manifest could not be written (nothing is listed).
@@ -274,7 +283,7 @@ class Snapshots:
             info = write_snapshot(
                 self.directory, seq, self.codec.kind, schema, self.codec.chunks(captured)
             )
-            self._list(info)
+            self._list(info, first_seq)
         self.newest = info
         return info
 
@@ -284,13 +293,14 @@ class Snapshots:
         schema: int,
         captured: Any,
         done: Callable[[SnapshotInfo | None, BaseException | None], None],
+        first_seq: Callable[[], int] = lambda: 1,
     ) -> None:
         """Write on a thread of its own; ``done(info, error)`` is called there when it ends."""
         self.wait()
 
         def run() -> None:
             try:
-                info = self.write(seq, schema, captured)
+                info = self.write(seq, schema, captured, first_seq())
             except BaseException as exc:
                 done(None, exc)  # which reports it: to a caller, or to the log
                 return
@@ -307,22 +317,32 @@ class Snapshots:
         if writing is not None and writing is not threading.current_thread():
             writing.join()
 
-    def _list(self, info: SnapshotInfo) -> None:
-        """Put ``info`` first in the manifest (durably), then delete what falls off."""
+    def _list(self, info: SnapshotInfo, first_seq: int) -> None:
+        """Put ``info`` first in the manifest (durably), then delete what falls off.
+
+        Kept: the newest ``KEEP_SNAPSHOTS``, and the oldest one the log continues from
+        when the log no longer starts at seq 1 (the base of the history floor).
+        """
         with self._manifest_lock:
             manifest = read_manifest(self.directory)
             if manifest is None:  # a bare log: the store writes one at open
                 manifest = Manifest(format_version=FORMAT_VERSION)
             entry = ListedSnapshot(info.seq, info.path.name, info.bytes, info.items)
-            kept = [entry, *(old for old in manifest.snapshots if old.seq != info.seq)]
-            kept.sort(key=lambda listed: listed.seq, reverse=True)
-            listed = msgspec.structs.replace(manifest, snapshots=tuple(kept[:KEEP_SNAPSHOTS]))
+            every = [entry, *(old for old in manifest.snapshots if old.seq != info.seq)]
+            every.sort(key=lambda listed: listed.seq, reverse=True)
+            kept = every[:KEEP_SNAPSHOTS]
+            bases = [old for old in every if old.seq + 1 >= first_seq]
+            if first_seq > 1 and bases and bases[-1] not in kept:
+                kept.append(bases[-1])
+            dropped = [old for old in every if old not in kept]
+            listed = msgspec.structs.replace(manifest, snapshots=tuple(kept))
             write_manifest(self.directory, listed)
-            for old in kept[KEEP_SNAPSHOTS:]:  # unlisted durably first: safe to delete
+            self.listed = listed.snapshots
+            for old in dropped:  # unlisted durably first: safe to delete
                 stale = self.directory / old.file
                 if stale.exists():
                     _fileio.remove(stale)
-            if kept[KEEP_SNAPSHOTS:]:
+            if dropped:
                 _fileio.fsync_dir(self.directory)
 
 
@@ -336,11 +356,13 @@ class HistoryPolicy(msgspec.Struct, frozen=True):
             than that and wholly below the newest snapshot are deleted. 0 keeps only what
             recovery needs.
         replay_rate: Records per second this log replays at (measured at open).
+        recent_versions: Changes a key space keeps in memory for reads of the past.
     """
 
     recovery_budget: float | None = 1.0
     retention: float | None = None
     replay_rate: float = 300_000.0
+    recent_versions: int = DEFAULT_RECENT_VERSIONS
 
     @property
     def records_per_snapshot(self) -> float:

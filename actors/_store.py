@@ -43,6 +43,7 @@ from storage.errors import (
     StoreForked,
     opening,
 )
+from storage.kv_versions import DEFAULT_RECENT_VERSIONS
 from storage.log import FsyncPolicy
 from storage.manifest import Manifest, read_manifest, write_manifest
 
@@ -111,6 +112,7 @@ class Store:
         sweep_interval: float = 1.0,
         recovery_budget: float | None = 1.0,
         retention: float | None = None,
+        recent_versions: int = DEFAULT_RECENT_VERSIONS,
     ) -> Store:
         """Open (creating if needed) the store in directory ``path`` and lock it.
 
@@ -132,6 +134,10 @@ class Store:
                 wholly below the newest snapshot are deleted after each snapshot (and by
                 ``compact()``). None (default) keeps every event; 0 keeps only what
                 recovery needs.
+            recent_versions: Changes each key space keeps in memory for reads of the
+                past (``at``, ``history``) and for scans that hold no long lock; older
+                points are rebuilt from a snapshot and the log. About 200 bytes each
+                beside the values (docs/history.md).
 
         A store belongs to the process that opened it: in a child made by ``fork`` every
         inherited store and handle raises :class:`StoreForked`, and nothing of the parent's
@@ -152,7 +158,7 @@ class Store:
             msg = f"sweep_interval={sweep_interval!r} must be a number of seconds in (0, 3600]"
             raise InvalidOption(msg)
         _check_clock(clock)
-        history = _check_history(recovery_budget, retention)
+        history = _check_history(recovery_budget, retention, recent_versions)
         directory = Path(path)
         with opening(directory, "creating the store directory"):
             _fileio.make_dirs(directory)
@@ -213,6 +219,7 @@ class Store:
         max_value_bytes: int = 16 * 1024 * 1024,
         recovery_budget: float | _Default | None = _DEFAULT,
         retention: float | _Default | None = _DEFAULT,
+        recent_versions: int | _Default = _DEFAULT,
     ) -> KeySpace:
         """Open the key space ``name``, creating it if new and recovering it from its log.
 
@@ -226,6 +233,7 @@ class Store:
             max_value_bytes: Largest encoded value in bytes.
             recovery_budget: This key space's own (see :meth:`open`); the store's if omitted.
             retention: This key space's own (see :meth:`open`); the store's if omitted.
+            recent_versions: This key space's own (see :meth:`open`); the store's if omitted.
 
         Raises:
             InvalidName: A bad name. InvalidOption: A bad option, options that differ from
@@ -238,6 +246,7 @@ class Store:
         history = _check_history(
             self._history.recovery_budget if recovery_budget is _DEFAULT else recovery_budget,
             self._history.retention if retention is _DEFAULT else retention,
+            self._history.recent_versions if recent_versions is _DEFAULT else recent_versions,
         )
         with self._mutex:
             self._check_open()
@@ -253,7 +262,7 @@ class Store:
                 (self._clock,),
                 # Scalars are decoded once at write time only when reads decode untyped:
                 # with a value_type, "2024-01-01" may have to become a datetime.
-                {"decode_scalars": value_type is None},
+                {"decode_scalars": value_type is None, "recent_versions": history.recent_versions},
                 Manifest(
                     format_version=FORMAT_VERSION,
                     kind="keyspace",
@@ -526,7 +535,9 @@ def _replay_rate(records: int, seconds: float) -> float:
     return records / seconds
 
 
-def _check_history(recovery_budget: object, retention: object) -> HistoryPolicy:
+def _check_history(
+    recovery_budget: object, retention: object, recent_versions: object
+) -> HistoryPolicy:
     for name, value in (("recovery_budget", recovery_budget), ("retention", retention)):
         if value is None:
             continue
@@ -540,7 +551,18 @@ def _check_history(recovery_budget: object, retention: object) -> HistoryPolicy:
     if recovery_budget is not None and recovery_budget == 0:
         msg = "recovery_budget=0 would snapshot after every group; use a positive budget"
         raise InvalidOption(msg)
-    return HistoryPolicy(recovery_budget=recovery_budget, retention=retention)  # type: ignore[arg-type]
+    if (
+        isinstance(recent_versions, bool)
+        or not isinstance(recent_versions, int)
+        or recent_versions < 0
+    ):
+        msg = f"recent_versions={recent_versions!r} must be an int >= 0"
+        raise InvalidOption(msg)
+    return HistoryPolicy(
+        recovery_budget=recovery_budget,  # type: ignore[arg-type]
+        retention=retention,  # type: ignore[arg-type]
+        recent_versions=recent_versions,
+    )
 
 
 def _finish_drops(folder: Path) -> None:

@@ -91,6 +91,7 @@ def load_state(
         entries = [_convert(entry, decode_scalars) for entry in entries]
     state = KVState(clock, decode_scalars=decode_scalars)
     state.entries = SortedDict(zip(keys, entries, strict=True))
+    state.seq = seq
     if len(state.entries) != len(keys):
         raise CorruptLog(path, 0, "snapshot holds a key twice")
     if schema & SCHEMA_HAS_TTL:

@@ -32,10 +32,11 @@ reader methods are safe from any thread.
 
 from __future__ import annotations
 
+import heapq
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from typing import Any
 
@@ -43,6 +44,7 @@ import msgspec
 from sortedcontainers import SortedDict, SortedList
 
 from storage.codec import Batch, Delete, Expired, KVEvent, Put
+from storage.kv_versions import DEFAULT_RECENT_VERSIONS, RecentVersions, ScanPin, Tombstone
 
 __all__ = ["Entry", "KVState"]
 
@@ -83,10 +85,18 @@ class KVState:
         "pending",
         "pending_ttl",
         "publishing",
+        "seq",
+        "staged",
+        "track_from",
+        "versions",
     )
 
     def __init__(
-        self, clock: Callable[[], float] = time.time, *, decode_scalars: bool = True
+        self,
+        clock: Callable[[], float] = time.time,
+        *,
+        decode_scalars: bool = True,
+        recent_versions: int = DEFAULT_RECENT_VERSIONS,
     ) -> None:
         """Start empty.
 
@@ -94,6 +104,8 @@ class KVState:
             clock: Decides expiry (injectable for tests).
             decode_scalars: Keep immutable scalar values decoded (see :meth:`apply`); off
                 when reads decode to a ``value_type``, which may turn a str into a datetime.
+            recent_versions: How many changes to keep in memory for reads as of a past
+                seq (see ``storage/kv_versions.py``).
         """
         self.clock = clock
         self.decode_scalars = decode_scalars
@@ -104,6 +116,14 @@ class KVState:
         self.lock = threading.Lock()
         # Set while commit() moves a group into entries (see the module notes).
         self.publishing = False
+        self.seq = 0
+        """The last record whose changes are committed (published to readers)."""
+        self.versions = RecentVersions(0, recent_versions)
+        # Changes staged for the open group, (seq, key, new state), kept in ``versions`` at
+        # commit; only those of records above ``track_from`` (none during a replay, which
+        # would otherwise hold every change of the log here at once).
+        self.staged: list[tuple[int, Any, Entry | Tombstone]] = []
+        self.track_from = NOT_TRACKING
 
     # -- writer side (one thread) ------------------------------------------------------------
 
@@ -131,6 +151,8 @@ class KVState:
         version = 1 if previous is None else previous.version + 1
         entry = Entry(value, version, seq, expires_at, decoded)
         self.pending[key] = entry
+        if seq > self.track_from:
+            self.staged.append((seq, key, entry))
         if expires_at is not None:
             self.pending_ttl = True
         return entry
@@ -145,10 +167,10 @@ class KVState:
             case Put():
                 self._stage_encoded_put(event, seq)
             case Delete(key=key):
-                self.stage_delete(key)
+                self.stage_delete(key, seq)
             case Expired(keys=keys):
                 for key in keys:
-                    self.stage_delete(key)
+                    self.stage_delete(key, seq, expired=True)
             case Batch(events=events):
                 stage_put = self._stage_encoded_put
                 for inner in events:  # a batch's hot loop: no match, no recursion
@@ -165,6 +187,7 @@ class KVState:
         """
         pending, entries = self.pending, self.entries
         decode_scalars, apply = self.decode_scalars, self.apply
+        track_from, stage = self.track_from, self.staged.append
         ttl = False
         for seq, events in records:
             for event in events:
@@ -177,9 +200,12 @@ class KVState:
                 version = 1 if previous is None else previous.version + 1
                 expires_at = event.expires_at
                 if decode_scalars and data[0] in SCALAR_MARKERS:
-                    pending[key] = Entry(_decode(data), version, seq, expires_at, True)  # noqa: FBT003
+                    entry = Entry(_decode(data), version, seq, expires_at, True)  # noqa: FBT003
                 else:
-                    pending[key] = Entry(data, version, seq, expires_at)
+                    entry = Entry(data, version, seq, expires_at)
+                pending[key] = entry
+                if seq > track_from:
+                    stage((seq, key, entry))
                 if expires_at is not None:
                     ttl = True
         if ttl:
@@ -194,52 +220,75 @@ class KVState:
         version = 1 if previous is None else previous.version + 1
         expires_at = put.expires_at
         if self.decode_scalars and data[0] in SCALAR_MARKERS:
-            pending[key] = Entry(_decode(data), version, seq, expires_at, True)  # noqa: FBT003
+            entry = Entry(_decode(data), version, seq, expires_at, True)  # noqa: FBT003
         else:
-            pending[key] = Entry(data, version, seq, expires_at)
+            entry = Entry(data, version, seq, expires_at)
+        pending[key] = entry
+        if seq > self.track_from:
+            self.staged.append((seq, key, entry))
         if expires_at is not None:
             self.pending_ttl = True
 
-    def stage_delete(self, key: Any) -> None:
-        """Stage the removal of ``key``. O(1)."""
+    def stage_delete(self, key: Any, seq: int = 0, *, expired: bool = False) -> None:
+        """Stage the removal of ``key`` by record ``seq`` (``expired``: by its TTL). O(1)."""
         self.pending[key] = None
+        if seq > self.track_from:
+            self.staged.append((seq, key, Tombstone(seq, expired)))
 
-    def commit(self) -> None:
-        """Publish every staged change to readers at once.
+    def commit(self, first: int = 0, last: int = 0, time: float = 0.0) -> None:
+        """Publish every staged change to readers at once, as records ``first..last``.
 
-        O(k log n) for k changes; a group larger than a tenth of the state (replay, a big
-        batch) is merged in bulk instead, one sort of all keys: replaying 1,000,000 puts
-        took 3.1 s with a per-key insert and 0.8 s merged in bulk.
+        ``time`` is the records' commit time (kept for reads as of a time). O(k log n) for
+        k changes; a group larger than a tenth of the state (replay, a big batch) is merged
+        in bulk instead, one sort of all keys: replaying 1,000,000 puts took 3.1 s with a
+        per-key insert and 0.8 s merged in bulk.
         """
         pending = self.pending
-        if not pending:
-            return
-        entries = self.entries
-        expiring = self.expiring
         with self.lock:
             self.publishing = True
             try:
-                if expiring or self.pending_ttl:  # else no entry, old or new, has a TTL
-                    self._reindex_expiring(pending)
-                if len(pending) * 10 > len(entries):
-                    # SortedDict.update re-sorts every key once the new ones are a tenth or more.
-                    for key in [key for key, entry in pending.items() if entry is None]:
-                        entries.pop(key, None)
-                        del pending[key]
-                    entries.update(pending)
-                else:
-                    replace = dict.__setitem__  # SortedDict is a dict: a key it holds keeps
-                    for key, entry in pending.items():  # its place, only the value changes
-                        if entry is None:
-                            entries.pop(key, None)
-                        elif key in entries:
-                            replace(entries, key, entry)
-                        else:
-                            entries[key] = entry
+                self._keep_history(first, last, time)  # first: it reads the old entries
+                if pending:
+                    self._publish(pending)
+                versions = self.versions
+                if len(versions.changes) > versions.limit:
+                    versions.evict(self.entries)
             finally:
                 self.publishing = False
         pending.clear()
+        self.staged.clear()
         self.pending_ttl = False
+
+    def _keep_history(self, first: int, last: int, time: float) -> None:
+        """Keep the group's changes and times in ``versions``; advance ``seq``. Under lock."""
+        staged, versions = self.staged, self.versions
+        if staged:
+            versions.record(self.entries, staged)
+            last = max(last, staged[-1][0])
+        if first > self.track_from and last >= first:
+            versions.record_times(first, last, time)
+        self.seq = max(self.seq, last)
+
+    def _publish(self, pending: dict[Any, Entry | None]) -> None:
+        """Move the group's changes into ``entries``. Under lock, ``publishing`` set."""
+        entries = self.entries
+        if self.expiring or self.pending_ttl:  # else no entry, old or new, has a TTL
+            self._reindex_expiring(pending)
+        if len(pending) * 10 > len(entries):
+            # SortedDict.update re-sorts every key once the new ones are a tenth or more.
+            for key in [key for key, entry in pending.items() if entry is None]:
+                entries.pop(key, None)
+                del pending[key]
+            entries.update(pending)
+        else:
+            replace = dict.__setitem__  # SortedDict is a dict: a key it holds keeps
+            for key, entry in pending.items():  # its place, only the value changes
+                if entry is None:
+                    entries.pop(key, None)
+                elif key in entries:
+                    replace(entries, key, entry)
+                else:
+                    entries[key] = entry
 
     def _reindex_expiring(self, pending: dict[Any, Entry | None]) -> None:
         """Move the expiry index from the committed entries to ``pending``'s. Under lock."""
@@ -251,9 +300,15 @@ class KVState:
             if entry is not None and entry.expires_at is not None:
                 expiring.add((entry.expires_at, key))
 
+    def start_tracking(self) -> None:
+        """Keep the changes of every record from now on (a replay, which keeps none, ended)."""
+        self.track_from = self.seq
+        self.versions.reset(self.seq)
+
     def discard(self) -> None:
         """Drop every staged change (their write failed)."""
         self.pending.clear()
+        self.staged.clear()
         self.pending_ttl = False
 
     def has_expired(self, now: float) -> bool:
@@ -308,25 +363,129 @@ class KVState:
         *,
         reverse: bool = False,
         limit: int | None = None,
-    ) -> list[tuple[Any, Entry]]:
+    ) -> Iterator[tuple[Any, Entry]]:
         """Committed, unexpired ``(key, entry)`` with ``start <= key < stop``, in key order.
 
-        ``None`` leaves that end open. One consistent snapshot. O(log n + m) for m results.
+        ``None`` leaves that end open. One consistent snapshot, as of the moment of the
+        call, however long the iteration takes; the lock is held for one chunk of keys at a
+        time (see :meth:`scan_at`). O(log n + m) for m results.
         """
-        entries = self.entries
-        now = self.clock()
         with self.lock:
-            keys = entries.irange(start, stop, inclusive=(True, False), reverse=reverse)
-            found: list[tuple[Any, Entry]] = []
-            append = found.append
-            wanted = math.inf if limit is None else limit
+            seq = self.seq
+            pin = self.pin(seq)
+        return self.scan_at(pin, start, stop, self.clock(), reverse=reverse, limit=limit)
+
+    def pin(self, seq: int) -> ScanPin:
+        """Keep the changes after ``seq`` in memory while the returned pin lives. Under lock."""
+        return ScanPin(self.versions.pins, seq)
+
+    def pin_at(self, seq: int) -> ScanPin | None:
+        """A pin of ``seq`` if the kept versions reach back to it, else None."""
+        with self.lock:
+            if seq < self.versions.horizon:
+                return None
+            return ScanPin(self.versions.pins, seq)
+
+    def scan_at(
+        self,
+        pin: ScanPin,
+        start: Any,
+        stop: Any,
+        now: float,
+        *,
+        reverse: bool = False,
+        limit: int | None = None,
+    ) -> Iterator[tuple[Any, Entry]]:
+        """``(key, entry)`` as of ``pin.seq`` (pinned, >= the horizon), alive at ``now``.
+
+        Keys are resolved ``SCAN_CHUNK`` at a time under the lock (about 0.2 ms), so a
+        writer waits at most that long however large the range; between chunks the pinned
+        seq keeps every change after it in memory, so later chunks still see that point.
+        """
+        return self._scan_chunks(pin, start, stop, now, reverse, limit)
+
+    def _scan_chunks(
+        self,
+        pin: ScanPin,
+        start: Any,
+        stop: Any,
+        now: float,
+        reverse: bool,
+        limit: int | None,
+    ) -> Iterator[tuple[Any, Entry]]:
+        seq = pin.seq
+        remaining = math.inf if limit is None else limit
+        low, high, inclusive = start, stop, (True, False)
+        try:
+            while remaining > 0:
+                keys, found = self._scan_chunk(seq, low, high, inclusive, reverse)
+                if not keys:
+                    return
+                for key, entry in found:
+                    if entry is not None and (entry.expires_at is None or entry.expires_at > now):
+                        yield key, entry
+                        remaining -= 1
+                        if remaining <= 0:
+                            return
+                if len(keys) < SCAN_CHUNK:
+                    return
+                if reverse:
+                    high, inclusive = keys[-1], (inclusive[0], False)
+                else:
+                    low, inclusive = keys[-1], (False, inclusive[1])
+        finally:
+            pin.release()
+
+    def _scan_chunk(
+        self,
+        seq: int,
+        low: Any,
+        high: Any,
+        inclusive: tuple[bool, bool],
+        reverse: bool,
+    ) -> tuple[list[Any], list[tuple[Any, Entry | None]]]:
+        """The next ``SCAN_CHUNK`` keys in range and their entries as of ``seq``."""
+        entries, versions = self.entries, self.versions
+        with self.lock:
+            keys = list(islice(entries.irange(low, high, inclusive, reverse), SCAN_CHUNK))
+            ghosts = versions.ghosts
+            if ghosts:  # removed keys: a point before their removal still holds them
+                removed = list(islice(ghosts.irange(low, high, inclusive, reverse), SCAN_CHUNK))
+                if removed:
+                    keys = list(heapq.merge(keys, removed, reverse=reverse))[:SCAN_CHUNK]
+            if versions.by_key:
+                state_at = versions.state_at
+                return keys, [(key, state_at(entries, key, seq)) for key in keys]
+            # Nothing changed since the horizon: the entries are the state at every seq.
+            return keys, list(zip(keys, map(entries.__getitem__, keys), strict=True))
+
+    def get_at(self, key: Any, seq: int, now: float) -> Any:
+        """``key``'s entry as of ``seq`` if alive at ``now``, else None.
+
+        ``BELOW_HORIZON`` if the kept versions do not reach back to ``seq``.
+        """
+        with self.lock:
+            if seq < self.versions.horizon:
+                return BELOW_HORIZON
+            entry = self.versions.state_at(self.entries, key, seq)
+        if entry is None or (entry.expires_at is not None and entry.expires_at <= now):
+            return None
+        return entry
+
+    def get_many_at(self, keys: Iterable[Any], seq: int, now: float) -> Any:
+        """The entries of ``keys`` alive as of ``seq`` at ``now``, as one snapshot.
+
+        ``BELOW_HORIZON`` if the kept versions do not reach back to ``seq``.
+        """
+        entries, state_at = self.entries, self.versions.state_at
+        found = {}
+        with self.lock:
+            if seq < self.versions.horizon:
+                return BELOW_HORIZON
             for key in keys:
-                if len(found) >= wanted:
-                    break
-                entry = entries[key]
-                expires_at = entry.expires_at
-                if expires_at is None or expires_at > now:
-                    append((key, entry))
+                entry = state_at(entries, key, seq)
+                if entry is not None and (entry.expires_at is None or entry.expires_at > now):
+                    found[key] = entry
         return found
 
     def __len__(self) -> int:
@@ -347,6 +506,10 @@ class KVState:
             assert list(self.expiring) == expected
             self.entries._check()  # sortedcontainers' own invariant check
 
+
+BELOW_HORIZON: Any = object()  # a read as of a point the kept versions do not reach
+NOT_TRACKING = 2**63  # a track_from no seq passes: keep no changes
+SCAN_CHUNK = 512  # keys resolved per hold of the lock: ~0.1-0.2 ms
 
 # First bytes of MessagePack scalars whose Python value is immutable: nil, bools, ints,
 # floats, str, bin. Such values are decoded once when written, not on every read, so a get

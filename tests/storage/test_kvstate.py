@@ -129,7 +129,7 @@ def test_scan_bounds_reverse_and_limit_count_only_live_keys():
     assert [k for k, _ in state.scan("b", "e")] == ["b", "d"]
     assert [k for k, _ in state.scan("bb", None, reverse=True)] == ["e", "d"]
     assert [k for k, _ in state.scan(None, "d")] == ["b"]
-    assert state.scan("e", "b") == []
+    assert list(state.scan("e", "b")) == []
 
 
 keys = st.sampled_from(["a", "b", "c", "d", "e"])
