@@ -14,6 +14,7 @@ nothing at or above it is ever unreadable.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -29,7 +30,14 @@ from storage.kvstate import Entry, KVState
 if TYPE_CHECKING:
     from actors._core import ActorCore
 
-__all__ = ["Version", "bases", "history_floor", "key_history", "state_as_of"]
+__all__ = [
+    "Version",
+    "bases",
+    "entries_as_of",
+    "history_floor",
+    "key_history",
+    "state_as_of",
+]
 
 Op = Literal["put", "delete", "expire"]
 
@@ -97,6 +105,21 @@ def state_as_of(core: ActorCore, name: str, seq: int, like: KVState) -> KVState:
             if path is None or not candidates:
                 raise
     raise HistoryUnavailable(name, seq, history_floor(core))
+
+
+def entries_as_of(core: ActorCore, name: str, state: KVState, seq: int) -> list[tuple[Any, Entry]]:
+    """Every stored ``(key, entry)`` as of ``seq``, expired or not, in key order.
+
+    From the kept versions if they reach back to ``seq`` (a pinned, chunked scan), else
+    from a rebuilt state.
+    """
+    source = state
+    pin = state.pin_at(seq)
+    if pin is None:
+        source = state_as_of(core, name, seq, state)
+        pin = source.pin_at(seq)
+        assert pin is not None
+    return list(source.scan_at(pin, None, None, -math.inf))
 
 
 def _replay_into(core: ActorCore, state: KVState, base_seq: int, seq: int) -> KVState:

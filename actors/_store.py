@@ -24,8 +24,10 @@ import msgspec
 from actors._actor import EventSourcedActor, command_names
 from actors._core import ActorCore, Counters, ReplayProgress, replay
 from actors._events import event_codec_for
+from actors._fork import finish_forks, write_fork
 from actors._future import Future
 from actors._handle import HANDLE_NAMES, ActorHandle
+from actors._history import entries_as_of
 from actors._keyspace import KeySpace, KeySpaceOptions
 from actors._keyspace_actor import KeySpaceActor
 from actors._names import check_name
@@ -166,6 +168,7 @@ class Store:
         try:
             with opening(directory, "removing a dropped key space in"):
                 _finish_drops(directory / KEYSPACES_DIR)
+                finish_forks(directory / KEYSPACES_DIR)
         except BaseException:
             lock.release()
             raise
@@ -284,6 +287,48 @@ class Store:
             entry.name
             for entry in folder.iterdir()
             if entry.is_dir() and not entry.name.startswith(DROPPED_PREFIX)
+        )
+
+    def fork_keyspace(
+        self, source: str, target: str, *, seq: int | None = None, time: float | None = None
+    ) -> KeySpace:
+        """A new key space ``target`` holding ``source``'s state as of ``seq`` (or ``time``).
+
+        Restore to a point without stopping anything: versions and seqs are preserved, the
+        fork's own history starts after the point, and the source is only read (opened with
+        default options if it is not open). Neither point given means now. The fork is
+        written whole under a temporary name and renamed into place (see ``actors._fork``).
+
+        Raises:
+            InvalidOperation: ``target`` exists. HistoryUnavailable: The point is below the
+                source's history floor. InvalidName, InvalidInput: A bad name or point.
+            OpenFailed: The fork could not be written (nothing is left under its name).
+        """
+        check_name(target, "key space")
+        origin = self._keyspaces.get(source) or self.keyspace(source)
+        point = origin.at(seq, time=time).seq
+        folder = self.path / KEYSPACES_DIR / target
+        with self._mutex:
+            self._check_open()
+            if target in self._keyspaces or folder.exists():
+                msg = f"key space {target!r} exists; drop it first or fork to another name"
+                raise InvalidOperation(msg)
+            items = entries_as_of(origin._core, source, origin._state, point)
+            with opening(folder, "writing a fork of key space " + repr(source) + " to"):
+                write_fork(
+                    folder,
+                    point,
+                    items,
+                    key_type="bytes" if origin.options.key_type is bytes else "str",
+                    decode_scalars=origin._state.decode_scalars,
+                )
+        options = origin.options
+        return self.keyspace(
+            target,
+            key_type=options.key_type,
+            value_type=options.value_type,
+            max_key_bytes=options.max_key_bytes,
+            max_value_bytes=options.max_value_bytes,
         )
 
     def drop_keyspace(self, name: str) -> bool:

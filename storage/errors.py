@@ -114,9 +114,9 @@ class HistoryUnavailable(ActorKVError):
         self.floor = floor
         self.requested = requested
         super().__init__(
-            f"{name}: seq {requested} is below the history floor {floor} (retention dropped "
-            f"the records before it); read at seq {floor} or later, or keep more history "
-            "with retention="
+            f"{name}: seq {requested} is below the history floor {floor} (the log keeps no "
+            f"history before it: retention dropped it, or the key space began there as a "
+            f"fork); read at seq {floor} or later, or keep more history with retention="
         )
 
 
