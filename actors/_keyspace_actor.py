@@ -23,7 +23,7 @@ from actors._core import Published
 from storage.codec import Batch, Delete, Expired, KVEvent, Put
 from storage.errors import VersionConflict
 from storage.kv_versions import DEFAULT_RECENT_VERSIONS
-from storage.kvstate import Entry, KVState
+from storage.kvstate import NOT_TRACKING, Entry, KVState
 
 MAX_SWEEP_KEYS = 10_000  # keys per Expired record: bounds one sweep's record and pause
 
@@ -77,13 +77,20 @@ class KeySpaceActor(EventSourcedActor[KVState]):
         self._clock = clock
         self._decode_scalars = decode_scalars
         self._recent_versions = recent_versions
+        self._keep_after = NOT_TRACKING
+
+    def keep_replayed_versions(self, last_seq: int) -> None:
+        """Before replay: keep the changes of the last ``recent_versions`` records in memory."""
+        self._keep_after = max(0, last_seq - self._recent_versions)
 
     def initial_state(self) -> KVState:
-        return KVState(
+        state = KVState(
             self._clock,
             decode_scalars=self._decode_scalars,
             recent_versions=self._recent_versions,
         )
+        state.track_after(self._keep_after)
+        return state
 
     def apply(self, state: KVState, event: KVEvent) -> KVState:
         state.apply(event, self.record_seq)

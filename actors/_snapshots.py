@@ -87,6 +87,7 @@ class KeySpaceSnapshots:
         initial: KVState = actor.initial_state()
         state, seq = load_state(path, initial.clock, decode_scalars=initial.decode_scalars)
         state.versions.limit = initial.versions.limit
+        state.track_after(initial.track_from)
         return state, seq
 
 

@@ -398,6 +398,8 @@ class Store:
                 else StateSnapshots(actor_class)
             )
             snapshots = Snapshots(directory, snapshot_codec)
+            if isinstance(actor, KeySpaceActor):
+                actor.keep_replayed_versions(log.last_seq)
             recovered = snapshots.recover(actor, log.first_seq, log.last_seq)
             started = time.perf_counter()
             replay(name, actor, log, codec, counters, self._progress, snapshot=recovered)

@@ -90,6 +90,7 @@ class KVState:
         "seq",
         "staged",
         "track_from",
+        "tracking",
         "versions",
     )
 
@@ -126,6 +127,7 @@ class KVState:
         # would otherwise hold every change of the log here at once).
         self.staged: list[tuple[int, Any, Entry | Tombstone]] = []
         self.track_from = NOT_TRACKING
+        self.tracking = False  # whether versions holds every change after its horizon
 
     # -- writer side (one thread) ------------------------------------------------------------
 
@@ -190,8 +192,12 @@ class KVState:
         pending, entries = self.pending, self.entries
         decode_scalars, apply = self.decode_scalars, self.apply
         track_from, stage = self.track_from, self.staged.append
+        tracking = self.tracking
         ttl = False
         for seq, events in records:
+            if seq > track_from and not tracking:  # a replay reached the records to keep
+                self._begin_tracking(seq - 1)
+                tracking = True
             for event in events:
                 if type(event) is not Put:
                     apply(event, seq)
@@ -302,10 +308,24 @@ class KVState:
             if entry is not None and entry.expires_at is not None:
                 expiring.add((entry.expires_at, key))
 
-    def start_tracking(self) -> None:
-        """Keep the changes of every record from now on (a replay, which keeps none, ended)."""
-        self.track_from = self.seq
+    def track_after(self, seq: int) -> None:
+        """Before a replay: keep the changes of the records after ``seq`` (the last few)."""
+        self.track_from = seq
+
+    def _begin_tracking(self, seq: int) -> None:
+        """Mid-replay: publish what came before record ``seq + 1``, and keep what follows."""
+        if self.pending:
+            self.commit(0, seq)
+        self.seq = max(self.seq, seq)
         self.versions.reset(self.seq)
+        self.tracking = True
+
+    def start_tracking(self) -> None:
+        """Keep the changes of every record from now on (after a replay)."""
+        if not self.tracking:
+            self.versions.reset(self.seq)
+            self.tracking = True
+        self.track_from = self.seq
 
     def discard(self) -> None:
         """Drop every staged change (their write failed)."""
