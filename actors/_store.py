@@ -305,7 +305,8 @@ class Store:
             OpenFailed: The fork could not be written (nothing is left under its name).
         """
         check_name(target, "key space")
-        origin = self._keyspaces.get(source) or self.keyspace(source)
+        running = self._keyspaces.get(source)
+        origin = running if running is not None else self.keyspace(source)
         point = origin.at(seq, time=time).seq
         folder = self.path / KEYSPACES_DIR / target
         with self._mutex:
