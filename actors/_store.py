@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import math
 import os
 import shutil
 import threading
@@ -32,6 +31,14 @@ from actors._keyspace import KeySpace, KeySpaceOptions
 from actors._keyspace_actor import KeySpaceActor
 from actors._names import check_name
 from actors._snapshots import HistoryPolicy, KeySpaceSnapshots, Snapshots, StateSnapshots
+from actors._store_checks import (
+    check_clock,
+    check_history,
+    check_manifest,
+    check_replayed_key_type,
+    qualified_name,
+    replay_rate,
+)
 from actors.runtimes import PykkaRuntime
 from storage import DEFAULT_SEGMENT_BYTES, DirectoryLock, LogOptions, SegmentedLog, _fileio
 from storage._format import FORMAT_VERSION
@@ -47,7 +54,7 @@ from storage.errors import (
 )
 from storage.kv_versions import DEFAULT_RECENT_VERSIONS
 from storage.log import FsyncPolicy
-from storage.manifest import Manifest, read_manifest, write_manifest
+from storage.manifest import Manifest, write_manifest
 
 if TYPE_CHECKING:  # Python 3.10 has no typing.Self
     from typing_extensions import Self
@@ -159,8 +166,8 @@ class Store:
         ):
             msg = f"sweep_interval={sweep_interval!r} must be a number of seconds in (0, 3600]"
             raise InvalidOption(msg)
-        _check_clock(clock)
-        history = _check_history(recovery_budget, retention, recent_versions)
+        check_clock(clock)
+        history = check_history(recovery_budget, retention, recent_versions)
         directory = Path(path)
         with opening(directory, "creating the store directory"):
             _fileio.make_dirs(directory)
@@ -204,7 +211,7 @@ class Store:
             manifest = Manifest(
                 format_version=FORMAT_VERSION,
                 kind="actor",
-                actor_class=_qualified_name(actor_class),
+                actor_class=qualified_name(actor_class),
             )
             handle, _ = self._start(
                 self.path / ACTORS_DIR / name, actor_class, args, kwargs, manifest, self._history
@@ -246,7 +253,7 @@ class Store:
         """
         check_name(name, "key space")
         options = KeySpaceOptions(key_type, value_type, max_key_bytes, max_value_bytes)
-        history = _check_history(
+        history = check_history(
             self._history.recovery_budget if recovery_budget is _DEFAULT else recovery_budget,
             self._history.retention if retention is _DEFAULT else retention,
             self._history.recent_versions if recent_versions is _DEFAULT else recent_versions,
@@ -392,7 +399,7 @@ class Store:
         counters = Counters()
         name = directory.name
         try:
-            stored = _check_manifest(log, manifest)
+            stored = check_manifest(log, manifest)
             snapshot_codec = (
                 KeySpaceSnapshots()
                 if isinstance(actor, KeySpaceActor)
@@ -404,10 +411,10 @@ class Store:
             recovered = snapshots.recover(actor, log.first_seq, log.last_seq)
             started = time.perf_counter()
             replay(name, actor, log, codec, counters, self._progress, snapshot=recovered)
-            rate = _replay_rate(counters.records_replayed, time.perf_counter() - started)
+            rate = replay_rate(counters.records_replayed, time.perf_counter() - started)
             if stored is None:  # new, or written before manifests: record it now
                 if manifest.key_type is not None and isinstance(actor, KeySpaceActor):
-                    _check_replayed_key_type(name, actor, manifest.key_type)
+                    check_replayed_key_type(name, actor, manifest.key_type)
                 with opening(directory, "writing the manifest of"):
                     write_manifest(directory, manifest)
             core = ActorCore(
@@ -559,60 +566,6 @@ class Store:
         )
 
 
-def _check_clock(clock: object) -> None:
-    if not callable(clock):
-        msg = f"clock must be a callable returning seconds since the epoch, got {clock!r:.60}"
-        raise InvalidOption(msg)
-    try:
-        now = clock()
-    except Exception as exc:
-        msg = f"clock() raised {type(exc).__name__}: {exc}; pass a working clock"
-        raise InvalidOption(msg) from exc
-    if isinstance(now, bool) or not isinstance(now, int | float) or not math.isfinite(now):
-        msg = f"clock() must return a finite number of seconds, got {now!r:.60}"
-        raise InvalidOption(msg)
-
-
-MIN_REPLAY_SAMPLE = 10_000  # records: fewer measure start-up more than replay
-
-
-def _replay_rate(records: int, seconds: float) -> float:
-    """Records per second this replay ran at (a conservative guess for short ones)."""
-    if records < MIN_REPLAY_SAMPLE or seconds <= 0:
-        return HistoryPolicy().replay_rate
-    return records / seconds
-
-
-def _check_history(
-    recovery_budget: object, retention: object, recent_versions: object
-) -> HistoryPolicy:
-    for name, value in (("recovery_budget", recovery_budget), ("retention", retention)):
-        if value is None:
-            continue
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not (0 <= value < math.inf)
-        ):
-            msg = f"{name}={value!r} must be a non-negative number of seconds, or None"
-            raise InvalidOption(msg)
-    if recovery_budget is not None and recovery_budget == 0:
-        msg = "recovery_budget=0 would snapshot after every group; use a positive budget"
-        raise InvalidOption(msg)
-    if (
-        isinstance(recent_versions, bool)
-        or not isinstance(recent_versions, int)
-        or recent_versions < 0
-    ):
-        msg = f"recent_versions={recent_versions!r} must be an int >= 0"
-        raise InvalidOption(msg)
-    return HistoryPolicy(
-        recovery_budget=recovery_budget,  # type: ignore[arg-type]
-        retention=retention,  # type: ignore[arg-type]
-        recent_versions=recent_versions,
-    )
-
-
 def _finish_drops(folder: Path) -> None:
     """Delete key spaces whose drop a crash cut short (their name is already gone)."""
     leftovers = list(folder.glob(f"{DROPPED_PREFIX}*"))
@@ -620,47 +573,6 @@ def _finish_drops(folder: Path) -> None:
         shutil.rmtree(leftover)
     if leftovers:
         _fileio.fsync_dir(folder)
-
-
-def _check_manifest(log: SegmentedLog, expected: Manifest) -> Manifest | None:
-    """The log's manifest, checked against what the caller opens it as (None if it has none).
-
-    Raises:
-        InvalidOption: The log holds another kind of data, or a key space's keys are of
-            another type than ``key_type``.
-    """
-    stored = read_manifest(log.directory)
-    if stored is None:
-        return None
-    name = log.directory.name
-    if stored.kind != expected.kind:
-        msg = f"{log.directory} holds a {stored.kind} log, not a {expected.kind}"
-        raise InvalidOption(msg)
-    if stored.key_type != expected.key_type:
-        msg = (
-            f"key space {name!r} holds {stored.key_type} keys (its manifest says so), but was "
-            f"opened with key_type={expected.key_type}; open it with key_type={stored.key_type}"
-        )
-        raise InvalidOption(msg)
-    return stored
-
-
-def _check_replayed_key_type(name: str, actor: KeySpaceActor, key_type: str) -> None:
-    """For a key space written before manifests: its keys must be of the type it is opened as."""
-    entries = actor.state.entries
-    if not entries:
-        return
-    found = type(entries.keys()[0]).__name__
-    if found != key_type:
-        msg = (
-            f"key space {name!r} holds {found} keys, but was opened with key_type={key_type}; "
-            f"open it with key_type={found}"
-        )
-        raise InvalidOption(msg)
-
-
-def _qualified_name(klass: type) -> str:
-    return f"{klass.__module__}.{klass.__qualname__}"
 
 
 def _release_when_stopped(lock: DirectoryLock, stopping: list[Future[None]]) -> None:
