@@ -16,7 +16,7 @@ import shutil
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from storage import _fileio
 from storage._format import FORMAT_VERSION
@@ -36,7 +36,7 @@ def write_fork(
     seq: int,
     items: Iterable[tuple[Any, Entry]],
     *,
-    key_type: str,
+    key_type: Literal["str", "bytes"],
     decode_scalars: bool,
 ) -> None:
     """Write a key space at ``folder`` holding ``items`` as the state of record ``seq``.

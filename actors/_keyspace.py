@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, MutableMapping
-from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
@@ -20,7 +19,7 @@ from actors._core import ActorStats, Command
 from actors._future import Future
 from actors._handle import ActorHandle
 from actors._history import Version
-from actors._keyspace_actor import DeleteOp, KeySpaceActor, PutOp, Receipt
+from actors._keyspace_actor import KeySpaceActor, Receipt
 from actors._keyspace_input import (
     KeySpaceOptions,
     check_expect,
@@ -35,7 +34,6 @@ from storage.errors import (
     HistoryUnavailable,
     InvalidInput,
     InvalidKey,
-    InvalidOperation,
     InvalidOption,
     InvalidValue,
     KeyspaceClosed,
@@ -46,10 +44,9 @@ from storage.kvstate import Entry as StoredEntry
 from storage.kvstate import KVState
 from storage.snapshot import SnapshotInfo
 
-if TYPE_CHECKING:  # Python 3.10 has no typing.Self
-    from typing_extensions import Self
-
 __all__ = ["Entry", "KeySpace", "KeySpaceOptions", "Receipt", "WriteBatch"]
+
+from actors._batch import WriteBatch
 
 _MISSING: Any = object()
 
@@ -560,73 +557,3 @@ class KeySpace(MutableMapping[Any, Any]):
                 msg = f"ttl={ttl!r} puts the expiry past the largest time a float holds"
                 raise InvalidValue(msg)
         return key, self.encode_value(value), expires_at, expect_version
-
-
-class WriteBatch:
-    """Collects puts and deletes, checked as they are added; written atomically on exit.
-
-    Single use: ``put`` and ``delete`` work only inside its one ``with`` block, and the
-    block can be entered once. Anything else raises :class:`InvalidOperation`: a reused
-    batch would write its old operations again, over whatever changed since.
-    """
-
-    def __init__(self, keyspace: KeySpace) -> None:
-        self._keyspace = keyspace
-        self._ops: list[PutOp | DeleteOp] = []
-        self._stage = "new"  # -> "open" in the with block -> "done"
-        self._bytes = 0  # the values' encoded size: what the record will weigh, roughly
-        self.receipt: Receipt | None = None
-        """The batch's receipt once written (None if it changed nothing)."""
-
-    def put(
-        self, key: Any, value: Any, *, ttl: float | None = None, expect_version: int | None = None
-    ) -> None:
-        """Add a put (checked now; InvalidKey/InvalidValue raise inside the block)."""
-        if self._stage != "open":
-            self._check_open()
-        keyspace = self._keyspace
-        if ttl is None and expect_version is None:  # once per put of a bulk load: no tuples
-            keyspace._check_key(key)
-            op = PutOp(key, keyspace.encode_value(value), None, None)
-        else:
-            op = PutOp(*keyspace._put_args(key, value, ttl, expect_version))
-        self._ops.append(op)
-        self._bytes += len(op.value)
-
-    def delete(self, key: Any, *, expect_version: int | None = None) -> None:
-        """Add a delete (a missing key is skipped unless ``expect_version`` says otherwise)."""
-        self._check_open()
-        self._keyspace._check_key(key)
-        check_expect(expect_version)
-        self._ops.append(DeleteOp(key, expect_version))
-
-    def __len__(self) -> int:
-        return len(self._ops)
-
-    def __enter__(self) -> Self:
-        if self._stage != "new":
-            msg = "a WriteBatch is single-use: take a new one with keyspace.batch()"
-            raise InvalidOperation(msg)
-        self._stage = "open"
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """Write the batch unless the block raised."""
-        self._stage = "done"
-        if exc_type is None and self._ops:
-            command = Command("write_batch", (self._ops,), {}, None, self._bytes)
-            self.receipt = self._keyspace._execute(command)
-
-    def _check_open(self) -> None:
-        if self._stage != "open":
-            where = "before its with block" if self._stage == "new" else "after its with block"
-            msg = (
-                f"this WriteBatch is used {where}; write with `with keyspace.batch() as b:` "
-                "and call b.put()/b.delete() inside the block (a batch is single-use)"
-            )
-            raise InvalidOperation(msg)
