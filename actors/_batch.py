@@ -6,7 +6,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from actors._core import Command
-from actors._keyspace_actor import DeleteOp, PutOp, Receipt
+from actors._keyspace_actor import BatchOp, DeleteOp, IncrementOp, PutOp, Receipt
 from actors._keyspace_input import check_expect
 from storage.errors import InvalidOperation
 
@@ -19,7 +19,7 @@ __all__ = ["WriteBatch"]
 
 
 class WriteBatch:
-    """Collects puts and deletes, checked as they are added; written atomically on exit.
+    """Collects puts, deletes and increments, checked as added; written atomically on exit.
 
     Single use: ``put`` and ``delete`` work only inside its one ``with`` block, and the
     block can be entered once. Anything else raises :class:`InvalidOperation`: a reused
@@ -28,7 +28,7 @@ class WriteBatch:
 
     def __init__(self, keyspace: KeySpace) -> None:
         self._keyspace = keyspace
-        self._ops: list[PutOp | DeleteOp] = []
+        self._ops: list[BatchOp] = []
         self._stage = "new"  # -> "open" in the with block -> "done"
         self._bytes = 0  # the values' encoded size: what the record will weigh, roughly
         self.receipt: Receipt | None = None
@@ -48,6 +48,12 @@ class WriteBatch:
             op = PutOp(*keyspace._put_args(key, value, ttl, expect_version))
         self._ops.append(op)
         self._bytes += len(op.value)
+
+    def increment(self, key: Any, by: int = 1) -> None:
+        """Add an increment of ``key``'s int value (see :meth:`KeySpace.increment`)."""
+        self._check_open()
+        self._keyspace._check_key(key)
+        self._ops.append(IncrementOp(key, self._keyspace._check_increment(by)))
 
     def delete(self, key: Any, *, expect_version: int | None = None) -> None:
         """Add a delete (a missing key is skipped unless ``expect_version`` says otherwise)."""

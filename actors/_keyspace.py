@@ -376,6 +376,31 @@ class KeySpace(MutableMapping[Any, Any]):
         check_expect(expect_version)
         return self._send_delete(key, expect_version)
 
+    def increment(self, key: Any, by: int = 1) -> int:
+        """Add ``by`` to ``key``'s int value, atomically; returns the new value once durable.
+
+        A missing key counts as 0. It runs in the key space's actor, so many threads
+        incrementing one key never lose an update (no compare-and-set retry loop). The key
+        keeps its expiry time.
+
+        Raises:
+            InvalidKey: Bad key. InvalidValue: ``by`` is not an int, the key holds
+                something else, the sum does not fit in 64 bits, or ``value_type`` does not
+                accept ints; nothing was written.
+        """
+        self._check_key(key)
+        checked = self._check_increment(by)
+        total: int = self._execute(Command("increment", (key, checked), {}, None))
+        return total
+
+    def _check_increment(self, by: object) -> int:
+        if isinstance(by, bool) or not isinstance(by, int):
+            msg = f"increment by must be an int, got {by!r:.60}"
+            raise InvalidValue(msg)
+        if self._value_type is not None:
+            self.encode_value(by)  # InvalidValue if the value type takes no ints
+        return by
+
     def batch(self) -> WriteBatch:
         """An atomic batch: ``with ks.batch() as b: b.put(...); b.delete(...)``.
 

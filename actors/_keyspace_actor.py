@@ -21,7 +21,7 @@ import msgspec
 from actors._actor import EventSourcedActor
 from actors._core import Published
 from storage.codec import Batch, Delete, Expired, KVEvent, Put
-from storage.errors import VersionConflict
+from storage.errors import InvalidValue, VersionConflict
 from storage.kv_versions import DEFAULT_RECENT_VERSIONS
 from storage.kvstate import NOT_TRACKING, Entry, KVState
 
@@ -57,6 +57,17 @@ class DeleteOp(msgspec.Struct, frozen=True, gc=False):
 
     key: Any
     expect_version: int | None
+
+
+class IncrementOp(msgspec.Struct, frozen=True, gc=False):
+    """An increment inside a batch: the key's int value plus ``by`` (0 if missing)."""
+
+    key: Any
+    by: int
+    expect_version: int | None = None
+
+
+BatchOp = PutOp | DeleteOp | IncrementOp
 
 
 class KeySpaceActor(EventSourcedActor[KVState]):
@@ -142,7 +153,29 @@ class KeySpaceActor(EventSourcedActor[KVState]):
         self.emit(Delete(key))
         return Receipt(self.record_seq, 0)
 
-    def write_batch(self, ops: Sequence[PutOp | DeleteOp]) -> Receipt | None:
+    def increment(self, key: Any, by: int) -> int:
+        """Add ``by`` to the key's int value (0 if it has none); returns the new value.
+
+        The key keeps its expiry time; over an expired, unswept key the count restarts.
+
+        Raises:
+            InvalidValue: The key holds something other than an int, or the sum does not
+                fit in 64 bits; nothing is written.
+        """
+        state = self._esa_state
+        now = self._clock()
+        stored = state.stored(key)
+        events: list[Put | Expired] = []
+        if stored is not None and stored.expired(now):
+            events.append(Expired((key,), now))
+            stored = None
+        total = by if stored is None else counter_value(key, stored) + by
+        expires_at = None if stored is None else stored.expires_at
+        events.append(Put(key, encode_count(key, total), expires_at))
+        self.emit(*events)
+        return total
+
+    def write_batch(self, ops: Sequence[BatchOp]) -> Receipt | None:
         """Apply every op or none: all version checks pass before anything is emitted."""
         now = self._clock()
         state = self.state
@@ -171,7 +204,7 @@ class KeySpaceActor(EventSourcedActor[KVState]):
 
 
 def _checked_batch(
-    state: KVState, ops: Sequence[PutOp | DeleteOp], now: float
+    state: KVState, ops: Sequence[BatchOp], now: float
 ) -> list[Put | Delete | Expired]:
     """The events of a batch, every ``expect_version`` checked against the key's version.
 
@@ -183,6 +216,7 @@ def _checked_batch(
     """
     stored_of = state.stored
     versions: dict[Any, int] = {}  # what each key's version will be, op by op
+    written: dict[Any, Put | None] = {}  # each key's last put (None: deleted) in this batch
     events: list[Put | Delete | Expired] = []
     stale: list[Any] = []
     for op in ops:  # once per key of a batch: locals, no helper calls
@@ -200,18 +234,69 @@ def _checked_batch(
         if op.expect_version is not None and op.expect_version != actual:
             raise VersionConflict(key, op.expect_version, actual)
         if type(op) is PutOp:
-            events.append(Put(key, op.value, op.expires_at))
+            put = Put(key, op.value, op.expires_at)
+            events.append(put)
             versions[key] = actual + 1
+            written[key] = put
+        elif type(op) is IncrementOp:
+            put = _incremented(key, op.by, actual, written, stored_of(key))
+            events.append(put)
+            versions[key] = actual + 1
+            written[key] = put
         else:
             if actual:
                 events.append(Delete(key))
             versions[key] = 0
+            written[key] = None
     if events and stale:
         events.insert(0, Expired(tuple(stale), now))
     return events
 
 
-def _unchecked_batch(state: KVState, ops: Sequence[PutOp | DeleteOp]) -> list[Put | Delete] | None:
+def _incremented(
+    key: Any, by: int, version: int, written: dict[Any, Put | None], stored: Entry | None
+) -> Put:
+    """The put of an increment inside a batch, over what the batch wrote before it."""
+    if key in written:
+        previous = written[key]
+        if previous is None:
+            return Put(key, encode_count(key, by), None)
+        current = counter_value(key, Entry(bytes(previous.value), version, 0, None))
+        return Put(key, encode_count(key, current + by), previous.expires_at)
+    if version == 0 or stored is None:  # missing, or expired (its expiry recorded first)
+        return Put(key, encode_count(key, by), None)
+    return Put(key, encode_count(key, counter_value(key, stored) + by), stored.expires_at)
+
+
+def counter_value(key: Any, entry: Entry) -> int:
+    """The int a counter's entry holds.
+
+    Raises:
+        InvalidValue: It holds something else.
+    """
+    value = entry.value if entry.decoded else msgspec.msgpack.decode(entry.value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        msg = (
+            f"increment: key {key!r:.60} holds a {type(value).__name__}, not an int; "
+            "put an int there first (or delete it)"
+        )
+        raise InvalidValue(msg)
+    return value
+
+
+def encode_count(key: Any, total: int) -> msgspec.Raw:
+    """A counter's new value, encoded.
+
+    Raises:
+        InvalidValue: It does not fit in a 64-bit MessagePack int.
+    """
+    if not -(2**63) <= total < 2**64:
+        msg = f"increment: key {key!r:.60} would hold {total}, beyond a 64-bit int"
+        raise InvalidValue(msg)
+    return msgspec.Raw(msgspec.msgpack.encode(total))
+
+
+def _unchecked_batch(state: KVState, ops: Sequence[BatchOp]) -> list[Put | Delete] | None:
     """The events of a batch with no ``expect_version`` over a state with no TTL anywhere.
 
     Nothing can have expired and no version is checked, so a put needs no lookup at all
@@ -224,7 +309,7 @@ def _unchecked_batch(state: KVState, ops: Sequence[PutOp | DeleteOp]) -> list[Pu
     events: list[Put | Delete] = []
     append = events.append
     for op in ops:
-        if op.expect_version is not None:
+        if op.expect_version is not None or type(op) is IncrementOp:
             return None
         key = op.key
         if type(op) is PutOp:
