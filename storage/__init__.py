@@ -1,15 +1,18 @@
-"""actorkv's storage engine: a segmented, checksummed, append-only log and its codec.
+"""actorkv's storage engine: a segmented, checksummed, hash-chained, append-only log.
 
 Bytes in, bytes out; no actors and no threads of its own (except the documented fsync
-thread of ``fsync="interval"``). ``docs/format.md`` describes every byte on disk.
+thread of ``fsync="interval"``). ``docs/format.md`` describes every byte on disk;
+:func:`verify` checks a log's hash chain against an :class:`Anchor` saved earlier.
 """
 
 from storage._format import DEFAULT_SEGMENT_BYTES, MAX_PAYLOAD_BYTES
 from storage._lock import DirectoryLock
 from storage._recovery import TailCut
+from storage.chain import Anchor
 from storage.errors import (
     ActorKVError,
     ActorStopped,
+    ChainKeyMismatch,
     CorruptLog,
     HistoryUnavailable,
     InvalidInput,
@@ -32,12 +35,15 @@ from storage.errors import (
 from storage.log import FsyncPolicy, LogOptions, SegmentedLog
 from storage.reader import LogReader, TornTail
 from storage.repair import RepairReport, repair
+from storage.verify import VerifyReport, verify
 
 __all__ = [
     "DEFAULT_SEGMENT_BYTES",
     "MAX_PAYLOAD_BYTES",
     "ActorKVError",
     "ActorStopped",
+    "Anchor",
+    "ChainKeyMismatch",
     "CorruptLog",
     "DirectoryLock",
     "FsyncPolicy",
@@ -62,7 +68,9 @@ __all__ = [
     "TailCut",
     "TornTail",
     "ValueTypeMismatch",
+    "VerifyReport",
     "VersionConflict",
     "WriteFailed",
     "repair",
+    "verify",
 ]

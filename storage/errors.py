@@ -9,6 +9,7 @@ Every error actorkv raises on purpose derives from one root, so callers can catc
     │   ├── InvalidValue
     │   ├── InvalidName
     │   ├── InvalidOption
+    │   │   └── ChainKeyMismatch            a log opened with the wrong chain_key (or none)
     │   └── NotALog                         a path that holds no log (repair, read)
     ├── InvalidOperation                    a call not allowed here (used batch, close in a command)
     ├── VersionConflict                     compare-and-set saw another version
@@ -37,6 +38,7 @@ from pathlib import Path
 __all__ = [
     "ActorKVError",
     "ActorStopped",
+    "ChainKeyMismatch",
     "CorruptLog",
     "HistoryUnavailable",
     "InvalidInput",
@@ -80,6 +82,34 @@ class InvalidName(InvalidInput):
 
 class InvalidOption(InvalidInput):
     """An option (fsync policy, segment size, limit, ...) is out of its documented range."""
+
+
+class ChainKeyMismatch(InvalidOption):
+    """A log's hash chain was written with another ``chain_key`` than the one given (or none).
+
+    Nothing was changed. The key itself is never shown or stored.
+
+    Attributes:
+        path: The log directory.
+        keyed: Whether the log's chain is keyed.
+    """
+
+    def __init__(self, path: str | Path, *, keyed: bool, given: bool) -> None:
+        self.path = Path(path)
+        self.keyed = keyed
+        if keyed and not given:
+            advice = "its chain is keyed: open it with the chain_key it was written with"
+        elif not keyed:
+            advice = (
+                "its chain is not keyed: open it without chain_key (a key cannot be added "
+                "to a chain that already has records)"
+            )
+        else:
+            advice = (
+                "its chain was written with another chain_key (a record's hash does not "
+                "verify with the one given): open it with the key it was written with"
+            )
+        super().__init__(f"the log in {self.path}: {advice}")
 
 
 class NotALog(InvalidInput):

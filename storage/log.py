@@ -1,8 +1,9 @@
 """The segmented, append-only log: bytes in, sequence numbers out, bytes back in order.
 
-Write path: :meth:`SegmentedLog.append_batch` frames the payloads (``_framing``), rolls to a
-new segment if the active one is full (``_segment``), writes the group with one ``write``
-call and, under ``fsync="always"``, one ``fsync``. Opening a log runs ``_recovery``.
+Write path: :meth:`SegmentedLog.append_batch` takes the group's commit time from the clock,
+frames the payloads with their hash chain links (``_framing``), rolls to a new segment if
+the active one is full (``_segment``), writes the group with one ``write`` call and, under
+``fsync="always"``, one ``fsync``. Opening a log runs ``_recovery``.
 
 Threads: a log has one writer. ``append``, ``append_batch``, ``sync``, ``truncate_before``
 and ``close`` may be called from any thread but are serialized by an internal lock;
@@ -13,26 +14,29 @@ owns one daemon thread that fsyncs at most ``fsync_interval`` seconds apart.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import logging
+import math
 import os
 import threading
+import time
 import weakref
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from storage import _fileio
-from storage._format import DEFAULT_SEGMENT_BYTES, MIN_SEGMENT_BYTES, SEGMENT_HEADER_SIZE
-from storage._framing import encode_records
+from storage._format import DEFAULT_SEGMENT_BYTES, SEGMENT_HEADER_SIZE
+from storage._framing import Record, TimedRecord, encode_records
 from storage._lock import DirectoryLock
+from storage._options import FsyncPolicy, LogOptions, commit_time
+from storage._reading import read_chunks, read_records, read_timed_chunks
 from storage._recovery import Segment, TailCut, recover
-from storage._segment import create_segment, scan_segment
+from storage._segment import create_segment
+from storage._timeindex import TimeIndex, seq_at, time_of
+from storage.chain import Anchor, record_hasher
 from storage.errors import (
-    CorruptLog,
     InvalidOperation,
     InvalidOption,
     KeyspaceClosed,
@@ -47,52 +51,7 @@ if TYPE_CHECKING:  # Python 3.10 has no typing.Self
 __all__ = ["FsyncPolicy", "LogOptions", "SegmentedLog"]
 
 logger = logging.getLogger("actorkv.storage")
-
-FsyncPolicy = Literal["always", "interval", "never"]
-_FSYNC_POLICIES = ("always", "interval", "never")
-
-
-@dataclass(frozen=True, slots=True)
-class LogOptions:
-    """How a log writes. Checked on construction.
-
-    Attributes:
-        segment_bytes: Roll to a new segment once the active one would exceed this
-            (default 64 MiB, at least 4 KiB). A single batch never spans segments.
-        fsync: ``"always"`` (default): an append returns only after its fsync.
-            ``"interval"``: a background thread fsyncs ``fsync_interval`` seconds after its
-            previous fsync ended; each covers every append that returned before it began,
-            so a crash can lose the appends of the last ``fsync_interval`` seconds plus
-            two fsync times (one under way, one covering). A failed background fsync
-            makes the log refuse writes, as a failed foreground one does. ``"never"``:
-            the operating system decides when data reaches the disk; a crash can lose
-            anything unsynced.
-        fsync_interval: Seconds between background fsyncs under ``"interval"``.
-    """
-
-    segment_bytes: int = DEFAULT_SEGMENT_BYTES
-    fsync: FsyncPolicy = "always"
-    fsync_interval: float = 0.1
-
-    def __post_init__(self) -> None:
-        """Reject options outside their documented ranges."""
-        if self.fsync not in _FSYNC_POLICIES:
-            msg = f"fsync={self.fsync!r} is not one of {', '.join(map(repr, _FSYNC_POLICIES))}"
-            raise InvalidOption(msg)
-        if isinstance(self.segment_bytes, bool) or not isinstance(self.segment_bytes, int):
-            msg = f"segment_bytes must be an int, got {type(self.segment_bytes).__name__}"
-            raise InvalidOption(msg)
-        if self.segment_bytes < MIN_SEGMENT_BYTES:
-            msg = f"segment_bytes={self.segment_bytes} is below the minimum {MIN_SEGMENT_BYTES}"
-            raise InvalidOption(msg)
-        interval = self.fsync_interval
-        if (
-            isinstance(interval, bool)
-            or not isinstance(interval, int | float)
-            or not (0 < interval <= 3600)
-        ):
-            msg = f"fsync_interval={interval!r} must be a number of seconds in (0, 3600]"
-            raise InvalidOption(msg)
+_INF = math.inf
 
 
 class SegmentedLog:
@@ -106,12 +65,18 @@ class SegmentedLog:
         self.directory = directory
         self.options = options
         self._lock = lock
-        recovered = recover(directory)
+        recovered = recover(directory, options.chain_key)
         self.recovery: TailCut | None = recovered.tail_cut
         """The torn tail cut when the log was opened, or None if the tail was clean."""
         self._segments: list[Segment] = recovered.segments
         self._last_seq = recovered.last_seq
         self._active_size = recovered.active_size
+        self._head = recovered.head
+        self._last_time = recovered.last_time
+        self._keyed = recovered.keyed
+        self._hasher = record_hasher(options.chain_key)
+        self._clock = options.clock
+        self._times = TimeIndex()
         self._fd = _fileio.open_append(self._segments[-1].path)
         self._owner_pid = os.getpid()
         self._forked = False  # set in a forked child (see _forsake_inherited_logs)
@@ -147,26 +112,35 @@ class SegmentedLog:
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
         fsync: FsyncPolicy = "always",
         fsync_interval: float = 0.1,
+        clock: Callable[[], float] = time.time,
+        chain_key: bytes | None = None,
     ) -> SegmentedLog:
         """Open (creating if needed) the log in directory ``path`` and recover its tail.
 
+        A log of format version 1 continues in version 2 (see ``docs/format.md``).
+
         Args:
             path: The log's directory; created if missing. It is locked while open.
-            segment_bytes: See :class:`LogOptions`.
-            fsync: See :class:`LogOptions`.
-            fsync_interval: See :class:`LogOptions`.
+            segment_bytes: See :class:`LogOptions` (so are the next four).
+            fsync: How appends are made durable.
+            fsync_interval: Seconds between fsyncs under ``"interval"``.
+            clock: The commit times' source.
+            chain_key: The hash chain's key, or None.
 
         Returns:
             The open log. ``log.recovery`` reports a torn tail that was cut, if any.
 
         Raises:
             InvalidOption: An option is out of range.
+            ChainKeyMismatch: ``chain_key`` is not the key the log's chain was written with
+                (or the log is keyed and none was given, or unkeyed and one was); nothing
+                was changed.
             StoreLocked: Another handle holds the directory.
             CorruptLog: Damage other than a torn tail of the newest segment.
             OpenFailed: The system refused a file or directory (no space, no descriptors,
                 no permission); nothing was changed that recovery relies on.
         """
-        options = LogOptions(segment_bytes, fsync, fsync_interval)
+        options = LogOptions(segment_bytes, fsync, fsync_interval, clock, chain_key)
         directory = Path(path)
         with opening(directory, "creating the log directory"):
             _fileio.make_dirs(directory)
@@ -188,7 +162,9 @@ class SegmentedLog:
         """Append payloads as one atomic group: one ``write`` and at most one ``fsync``.
 
         After a crash either every payload of the group is in the log or none is. Under
-        ``fsync="always"`` the group is durable when this returns. Thread-safe. O(total bytes).
+        ``fsync="always"`` the group is durable when this returns. Every record of the group
+        gets one commit time, ``max(clock(), last_time)``, and its link in the hash chain.
+        Thread-safe. O(total bytes).
 
         Args:
             payloads: The records' payloads, numbered from :attr:`next_seq` in order.
@@ -201,6 +177,8 @@ class SegmentedLog:
         Raises:
             InvalidValue: A payload is not bytes or is too large; nothing was written.
             InvalidOperation: ``expect_first`` is not :attr:`next_seq`; nothing was written.
+            InvalidOption: The clock returned NaN, an infinity or not a number; nothing
+                was written.
             WriteFailed: The write or fsync failed, or an earlier one did; reopen the log.
             KeyspaceClosed: The log is closed.
         """
@@ -214,7 +192,13 @@ class SegmentedLog:
                 raise InvalidOperation(msg)
             if not payloads:
                 return self._last_seq
-            data = encode_records(self._last_seq + 1, payloads)
+            now = self._clock()
+            try:
+                if not self._last_time <= now < _INF:  # behind, NaN or infinite
+                    now = commit_time(now, self._last_time, self.directory)
+            except TypeError:  # not a number
+                now = commit_time(now, self._last_time, self.directory)
+            data, head = encode_records(self._last_seq + 1, payloads, self._head, now, self._hasher)
             if (
                 self._active_size > SEGMENT_HEADER_SIZE
                 and self._active_size + len(data) > self.options.segment_bytes
@@ -234,6 +218,8 @@ class SegmentedLog:
                 raise WriteFailed(msg) from exc
             self._active_size = start + len(data)
             self._last_seq += len(payloads)
+            self._head = head
+            self._last_time = now
             self._appended += 1
             if self._always:
                 self._synced = self._appended
@@ -344,6 +330,38 @@ class SegmentedLog:
         """Sequence number the next appended record will get."""
         return self._last_seq + 1
 
+    @property
+    def head(self) -> bytes:
+        """The chain head: the hash of record :attr:`last_seq` (see ``docs/format.md``).
+
+        When the active segment holds no record yet, its header's head; 32 zero bytes for
+        a log with no chained record. Takes no lock.
+        """
+        return self._head
+
+    @property
+    def last_time(self) -> float:
+        """The commit time of record :attr:`last_seq` (0.0 if none, or version 1). No lock."""
+        return self._last_time
+
+    @property
+    def keyed(self) -> bool:
+        """Whether the hash chain is keyed (``chain_key``)."""
+        return self._keyed
+
+    def anchor(self) -> Anchor:
+        """``Anchor(last_seq, head)``: the current point of the chain, taken atomically.
+
+        Save it elsewhere; ``storage.verify(path, anchor=...)`` later proves the log still
+        extends it. O(1).
+
+        Raises:
+            KeyspaceClosed: The log is closed.
+        """
+        with self._mutex:
+            self._check_open()
+            return Anchor(self._last_seq, self._head)
+
     def read(self, from_seq: int = 1) -> Iterator[tuple[int, bytes]]:
         """Iterate ``(seq, payload)`` from ``from_seq`` up to the ``last_seq`` of this call.
 
@@ -358,12 +376,48 @@ class SegmentedLog:
         """
         return read_records(*self._read_range(from_seq))
 
-    def read_chunks(self, from_seq: int = 1) -> Iterator[list[tuple[int, bytes]]]:
+    def read_chunks(self, from_seq: int = 1) -> Iterator[list[Record]]:
         """Like :meth:`read`, a list of records at a time.
 
         Replay's hot loop: no generator step per record.
         """
         return read_chunks(*self._read_range(from_seq))
+
+    def read_timed_chunks(self, from_seq: int = 1) -> Iterator[list[TimedRecord]]:
+        """Like :meth:`read_chunks`, as ``(seq, commit time, payload)`` (version 1: 0.0)."""
+        return read_timed_chunks(*self._read_range(from_seq))
+
+    def time_of(self, seq: int) -> float:
+        """The commit time of record ``seq`` (``0.0`` for a record of format version 1).
+
+        Thread-safe. Reads the time index (``storage/_timeindex.py``): 20-40 us.
+
+        Raises:
+            InvalidOption: ``seq`` is not an int in ``1..last_seq``.
+            HistoryUnavailable: Record ``seq`` is below :attr:`first_seq` (dropped).
+            CorruptLog: A damaged record on the way.
+        """
+        segments, last_seq, last_time = self._view()
+        return time_of(self._times, str(self.directory), segments, last_seq, last_time, seq)
+
+    def seq_at(self, time: float) -> int:
+        """The last record committed at or before ``time`` (seconds since the epoch).
+
+        0 when no record is that old. Thread-safe; costs what :meth:`time_of` does.
+
+        Raises:
+            InvalidOption: ``time`` is not a number, or NaN.
+            HistoryUnavailable: Every retained record is later than ``time`` and the log no
+                longer starts at seq 1: what came before was dropped.
+            CorruptLog: A damaged record on the way.
+        """
+        segments, last_seq, last_time = self._view()
+        return seq_at(self._times, str(self.directory), segments, last_seq, last_time, time)
+
+    def _view(self) -> tuple[list[Segment], int, float]:
+        with self._mutex:
+            self._check_open()
+            return list(self._segments), self._last_seq, self._last_time
 
     def _read_range(self, from_seq: int) -> tuple[list[Segment], int, int]:
         """The segments, first and last seq a read from ``from_seq`` covers, as of now."""
@@ -377,7 +431,9 @@ class SegmentedLog:
         return segments, max(from_seq, segments[0].base_seq), last_seq
 
     def verify(self) -> int:
-        """Read and check every record; returns how many there are.
+        """Read and check every record as :meth:`read` does; returns how many there are.
+
+        The hash chain is checked by ``storage.verify``.
 
         Raises:
             CorruptLog: The first damaged record, gap or overlap found.
@@ -471,7 +527,14 @@ class SegmentedLog:
             _fileio.fsync(self._fd)
             self._synced = self._appended
             self.fsyncs += 1
-            path = create_segment(self.directory, self._last_seq + 1, active.base_seq)
+            path = create_segment(
+                self.directory,
+                self._last_seq + 1,
+                active.base_seq,
+                head=self._head,
+                time=self._last_time,
+                keyed=self._keyed,
+            )
             fd = _fileio.open_append(path)
         except OSError as exc:
             self._fail(exc, truncate_to=None)
@@ -534,45 +597,6 @@ class SegmentedLog:
                 if self._retired_fd == fd:
                     self._retired_fd = None
                     os.close(fd)
-
-
-def read_records(segments: list[Segment], start: int, last_seq: int) -> Iterator[tuple[int, bytes]]:
-    """Yield ``(seq, payload)`` from ``start`` to ``last_seq`` across ``segments``, checked.
-
-    Raises:
-        CorruptLog: (while iterating) a damaged record, a gap or an overlap.
-    """
-    for records in read_chunks(segments, start, last_seq):
-        yield from records
-
-
-def read_chunks(
-    segments: list[Segment], start: int, last_seq: int
-) -> Iterator[list[tuple[int, bytes]]]:
-    """Like :func:`read_records`, a list of records (about 1 MiB of them) at a time."""
-    if start > last_seq:
-        return
-    first = bisect.bisect_right([s.base_seq for s in segments], start) - 1
-    for index in range(first, len(segments)):
-        segment = segments[index]
-        following = segments[index + 1] if index + 1 < len(segments) else None
-        ceiling = last_seq if following is None else min(last_seq, following.base_seq - 1)
-        scan = scan_segment(segment.path, segment.base_seq, min_seq=start, max_seq=ceiling)
-        while True:
-            try:
-                records = next(scan)
-            except StopIteration as stopped:
-                end = stopped.value
-                break
-            yield records
-        if end.next_seq <= ceiling:
-            reason = end.problem or f"segment ends at seq {end.next_seq - 1}"
-            raise CorruptLog(segment.path, end.offset, f"{reason}; expected up to {ceiling}")
-        if following is not None and end.offset != end.size:
-            reason = f"segment holds records past {ceiling}, overlapping the next segment"
-            raise CorruptLog(segment.path, end.offset, reason)
-        if ceiling == last_seq:
-            return
 
 
 _OPEN_LOGS: weakref.WeakSet[SegmentedLog] = weakref.WeakSet()

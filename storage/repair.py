@@ -17,7 +17,7 @@ from storage import _fileio
 from storage._format import BROKEN_SUFFIX, parse_segment_name
 from storage._lock import DirectoryLock
 from storage._recovery import Segment, list_segments, remove_unfinished_segments
-from storage._segment import create_segment, read_header, scan_to_end
+from storage._segment import SegmentHeader, create_segment, read_header, scan_to_end
 from storage.errors import CorruptLog, NotALog, opening
 
 __all__ = ["RepairReport", "repair"]
@@ -111,32 +111,37 @@ def _check_is_log(directory: Path) -> None:
 
 def _repair_segments(directory: Path, segments: list[Segment]) -> RepairReport:
     next_seq = segments[0].base_seq if segments else 1
-    previous: Segment | None = None
+    previous: SegmentHeader | None = None
     for index, segment in enumerate(segments):
         try:
-            _check_segment_start(segment, previous, next_seq)
+            header = _check_segment_start(segment, previous, next_seq)
         except CorruptLog as damage:
             return _cut(directory, segments, index, None, next_seq - 1, damage)
-        end = scan_to_end(segment.path, segment.base_seq)
+        end = scan_to_end(segment.path, segment.base_seq, header.version)
         if not end.clean:
             cut_offset, last_seq = end.cut_point()
             reason = end.problem or "incomplete final group"
             bad_record = CorruptLog(segment.path, cut_offset, reason)
             return _cut(directory, segments, index, cut_offset, last_seq, bad_record)
         next_seq = end.next_seq
-        previous = segment
+        previous = header
     return RepairReport(last_seq=next_seq - 1)
 
 
-def _check_segment_start(segment: Segment, previous: Segment | None, next_seq: int) -> None:
+def _check_segment_start(
+    segment: Segment, previous: SegmentHeader | None, next_seq: int
+) -> SegmentHeader:
     header = read_header(segment.path)
     if header.base_seq != segment.base_seq:
         raise CorruptLog(segment.path, 12, "header and file name disagree")
     if previous is not None and header.prev_base != previous.base_seq:
         raise CorruptLog(segment.path, 20, "segment chain broken")
+    if previous is not None and header.version < previous.version:
+        raise CorruptLog(segment.path, 8, "a version-1 segment after a version-2 one")
     if segment.base_seq != next_seq:
         reason = f"segment starts at seq {segment.base_seq}, expected {next_seq}"
         raise CorruptLog(segment.path, 12, reason)
+    return header
 
 
 def _cut(

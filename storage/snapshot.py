@@ -9,9 +9,14 @@ it builds into a fresh object and drops it on failure).
 
 Layout::
 
-    header   magic "AKVSNAP" + newline, version u16, kind u16, seq u64, schema u32, header CRC u32
+    header   magic "AKVSNAP" + newline, version u16, kind u16, seq u64, schema u32,
+             chain head (32 bytes), header CRC u32
     chunks   (length u32, CRC-32 u32, payload: one MessagePack array of items) ...
     trailer  length 0xFFFFFFFF, chunks u64, items u64, BLAKE2b-256 of every payload, CRC u32
+
+The chain head is the log's hash chain head at ``seq`` (``SegmentedLog.anchor().head``
+taken with the state), so a snapshot anchors the chain even after retention dropped record
+``seq``; ``storage.verify`` checks it. Version-1 headers (without it) stay readable.
 
 Items are whatever the writer encodes (a key space writes ``[key, Entry]`` pairs; a custom
 actor one item, its encoded state); this module only frames and checks them.
@@ -19,6 +24,7 @@ actor one item, its encoded state); this module only frames and checks them.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import os
 import struct
@@ -29,33 +35,62 @@ from pathlib import Path
 from typing import BinaryIO, Final
 
 from storage import _fileio
-from storage._format import TMP_SUFFIX
-from storage.errors import CorruptLog
+from storage._format import HASH_SIZE, TMP_SUFFIX, ZERO_HEAD
+from storage.errors import CorruptLog, InvalidInput
 
 __all__ = [
     "SNAPSHOT_SUFFIX",
+    "SnapshotHeader",
     "SnapshotInfo",
     "list_snapshots",
     "read_snapshot",
+    "read_snapshot_header",
     "snapshot_name",
     "write_snapshot",
 ]
 
 SNAPSHOT_MAGIC: Final = b"AKVSNAP\n"
-SNAPSHOT_VERSION: Final = 1
+SNAPSHOT_VERSION: Final = 2
 SNAPSHOT_SUFFIX: Final = ".snap"
 KIND_KEYSPACE: Final = 1
 KIND_ACTOR: Final = 2
 
-_HEADER_BODY: Final = struct.Struct("<8sHHQI")  # magic, version, kind, seq, schema
+_HEADER_BODY: Final = struct.Struct("<8sHHQI32s")  # magic, version, kind, seq, schema, head
+_HEADER_BODY_V1: Final = struct.Struct("<8sHHQI")  # magic, version, kind, seq, schema
 _CRC: Final = struct.Struct("<I")
 _CHUNK: Final = struct.Struct("<II")  # payload length, CRC-32 of the payload
 _TRAILER_BODY: Final = struct.Struct("<IQQ32s")  # 0xFFFFFFFF, chunks, items, digest
 _END: Final = 0xFFFFFFFF
 HEADER_SIZE: Final = _HEADER_BODY.size + _CRC.size
+HEADER_SIZE_V1: Final = _HEADER_BODY_V1.size + _CRC.size
 TRAILER_SIZE: Final = _TRAILER_BODY.size + _CRC.size
-assert HEADER_SIZE == 28, "snapshot header layout changed: update docs/format.md"
+assert HEADER_SIZE == 60, "snapshot header layout changed: update docs/format.md"
+assert HEADER_SIZE_V1 == 28, "version-1 snapshot header layout changed"
 assert TRAILER_SIZE == 56, "snapshot trailer layout changed: update docs/format.md"
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotHeader:
+    """The checked header of a snapshot file.
+
+    Attributes:
+        version: Its format version (1 or 2).
+        kind: ``KIND_KEYSPACE`` or ``KIND_ACTOR``.
+        seq: The last record the snapshot includes.
+        schema: The writer's schema id.
+        chain_head: The log's chain head at ``seq``, or None (version 1: not recorded).
+    """
+
+    version: int
+    kind: int
+    seq: int
+    schema: int
+    chain_head: bytes | None
+
+    @property
+    def size(self) -> int:
+        """The header's size: where the first chunk starts."""
+        return HEADER_SIZE if self.version >= SNAPSHOT_VERSION else HEADER_SIZE_V1
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,12 +102,14 @@ class SnapshotInfo:
         bytes: Its size on disk.
         path: Its file.
         items: How many items it holds (keys, for a key space).
+        chain_head: The log's chain head at ``seq`` it records.
     """
 
     seq: int
     bytes: int
     path: Path
     items: int
+    chain_head: builtins.bytes = ZERO_HEAD
 
 
 def snapshot_name(seq: int) -> str:
@@ -93,7 +130,13 @@ def list_snapshots(directory: Path) -> list[tuple[int, Path]]:
 
 
 def write_snapshot(
-    directory: Path, seq: int, kind: int, schema: int, chunks: Iterable[tuple[bytes, int]]
+    directory: Path,
+    seq: int,
+    kind: int,
+    schema: int,
+    chunks: Iterable[tuple[bytes, int]],
+    *,
+    chain_head: bytes = ZERO_HEAD,
 ) -> SnapshotInfo:
     """Write the snapshot of ``seq`` from encoded chunks, durably; returns what was written.
 
@@ -104,15 +147,22 @@ def write_snapshot(
         schema: The writer's schema id (checked by the reader's caller).
         chunks: ``(payload, items)``: each payload encoded by the caller, and how many items
             it holds; consumed once.
+        chain_head: The log's chain head at ``seq`` (``log.anchor().head``, taken with the
+            state); zeros when record ``seq`` is unchained.
 
     Raises:
+        InvalidInput: ``chain_head`` is not 32 bytes; nothing was written.
         OSError: Writing failed; the temporary file is removed. (If only the final
             directory fsync failed, the complete file stays under its name, unlisted: the
             next open removes it.)
     """
+    unchecked: object = chain_head
+    if not isinstance(unchecked, bytes) or len(chain_head) != HASH_SIZE:
+        msg = f"chain_head must be {HASH_SIZE} bytes, got {unchecked!r:.80}"
+        raise InvalidInput(msg)
     path = directory / snapshot_name(seq)
     tmp = path.with_name(path.name + TMP_SUFFIX)
-    header = _HEADER_BODY.pack(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, kind, seq, schema)
+    header = _HEADER_BODY.pack(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, kind, seq, schema, chain_head)
     digest = hashlib.blake2b(digest_size=32)
     count = items = 0
     size = 0
@@ -140,7 +190,7 @@ def write_snapshot(
         if tmp.exists():
             _fileio.remove(tmp)
         raise
-    return SnapshotInfo(seq, size, path, items)
+    return SnapshotInfo(seq, size, path, items, chain_head)
 
 
 def read_snapshot(path: Path) -> tuple[int, int, int, Iterator[bytes]]:
@@ -148,7 +198,8 @@ def read_snapshot(path: Path) -> tuple[int, int, int, Iterator[bytes]]:
 
     The iterator yields each chunk's payload after its CRC matched, and raises at the end
     (after the last chunk) if the trailer or the digest of the whole does not match: only a
-    caller that consumed it to the end may trust what it built.
+    caller that consumed it to the end may trust what it built. The chain head is
+    :func:`read_snapshot_header`'s.
 
     Raises:
         CorruptLog: (here or while iterating) a bad header, chunk, trailer or digest, with
@@ -156,33 +207,50 @@ def read_snapshot(path: Path) -> tuple[int, int, int, Iterator[bytes]]:
     """
     file = path.open("rb")
     try:
-        kind, seq, schema = _read_header(path, file.read(HEADER_SIZE))
+        header = _read_header(path, file)
     except BaseException:
         file.close()
         raise
-    return kind, seq, schema, _chunks(path, file)
+    return header.kind, header.seq, header.schema, _chunks(path, file, header.size)
 
 
-def _read_header(path: Path, raw: bytes) -> tuple[int, int, int]:
-    if len(raw) < HEADER_SIZE:
-        raise CorruptLog(path, 0, f"snapshot header is {len(raw)} bytes, expected 28")
-    body = raw[: _HEADER_BODY.size]
-    (crc,) = _CRC.unpack_from(raw, _HEADER_BODY.size)
-    magic, version, kind, seq, schema = _HEADER_BODY.unpack(body)
+def read_snapshot_header(path: Path) -> SnapshotHeader:
+    """The checked header of the snapshot at ``path`` (its chunks are not read).
+
+    Raises:
+        CorruptLog: A bad header (short, magic, CRC, version, or a seq the name disagrees
+            with).
+    """
+    with path.open("rb") as file:
+        return _read_header(path, file)
+
+
+def _read_header(path: Path, file: BinaryIO) -> SnapshotHeader:
+    raw = file.read(HEADER_SIZE_V1)
+    if len(raw) == HEADER_SIZE_V1 and raw[8:10] != b"\x01\x00":
+        raw += file.read(HEADER_SIZE - HEADER_SIZE_V1)
+        layout, expected = _HEADER_BODY, HEADER_SIZE
+    else:
+        layout, expected = _HEADER_BODY_V1, HEADER_SIZE_V1
+    if len(raw) < expected:
+        raise CorruptLog(path, 0, f"snapshot header is {len(raw)} bytes, expected {expected}")
+    body = raw[: layout.size]
+    (crc,) = _CRC.unpack_from(raw, layout.size)
+    magic, version, kind, seq, schema, *head = layout.unpack(body)
     if magic != SNAPSHOT_MAGIC:
         raise CorruptLog(path, 0, f"bad snapshot magic {magic!r}")
     if zlib.crc32(body) != crc:
         raise CorruptLog(path, 0, "snapshot header checksum mismatch")
-    if version != SNAPSHOT_VERSION:
+    if version not in (1, SNAPSHOT_VERSION):
         raise CorruptLog(path, 8, f"snapshot format version {version} is not supported")
     if path.name != snapshot_name(seq):
         raise CorruptLog(path, 12, f"header says seq {seq}; the file name disagrees")
-    return kind, seq, schema
+    return SnapshotHeader(version, kind, seq, schema, head[0] if head else None)
 
 
-def _chunks(path: Path, file: BinaryIO) -> Iterator[bytes]:
+def _chunks(path: Path, file: BinaryIO, header_size: int) -> Iterator[bytes]:
     digest = hashlib.blake2b(digest_size=32)
-    offset = HEADER_SIZE
+    offset = header_size
     count = 0
     with file:
         while True:

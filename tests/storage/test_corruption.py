@@ -16,6 +16,8 @@ import pytest
 from storage import CorruptLog, SegmentedLog
 from storage._segment import encode_header
 from tests.storage.helpers import (
+    RECORD_HEADER_SIZE,
+    SEGMENT_HEADER_SIZE,
     append_bytes,
     copy_log,
     flip_bit,
@@ -29,8 +31,8 @@ from tests.storage.helpers import (
 )
 
 SMALL = 4096
-SIZE = 50  # payload bytes: every record is 70 bytes on disk
-RECORD = 20 + SIZE
+SIZE = 50  # payload bytes: every record is 110 bytes on disk
+RECORD = RECORD_HEADER_SIZE + SIZE
 LAST = 150  # records in the pristine log; they fill three segments
 GROUP = 3  # the pristine group log ends with an append_batch of this many records
 EXPECTED = [(i, payload(i, SIZE)) for i in range(1, LAST + 1)]
@@ -144,7 +146,7 @@ def test_torn_final_group_is_dropped_whole(pristine_group, tmp_path, keep):
     assert_torn_tail_cut(path, newest, group_start, torn, LAST - GROUP)
 
 
-@pytest.mark.parametrize("position", [0, 4, 9, 16, 20, RECORD - 1])
+@pytest.mark.parametrize("position", [0, 4, 9, 16, 20, 27, 28, 59, 60, RECORD - 1])
 def test_bit_flip_in_the_last_record_of_the_final_group_drops_the_group(
     pristine_group, tmp_path, position
 ):
@@ -184,7 +186,7 @@ def test_bad_length_field_in_the_final_record_is_a_torn_tail(log_dir, length):
     assert_torn_tail_cut(log_dir, newest, final.offset, torn, LAST - 1)
 
 
-@pytest.mark.parametrize("size", [1, 19, 20, 4096], ids=lambda n: f"{n}-zeros")
+@pytest.mark.parametrize("size", [1, 59, 60, 4096], ids=lambda n: f"{n}-zeros")
 def test_zero_filled_tail_is_cut_and_nothing_surfaces(log_dir, size):
     newest = newest_segment(log_dir)
     end = newest.stat().st_size
@@ -225,7 +227,7 @@ def test_torn_record_followed_by_preallocated_zeros_is_cut(log_dir):
     assert_torn_tail_cut(log_dir, newest, final.offset, torn, LAST - 1)
 
 
-@pytest.mark.parametrize("size", [1, 19, 20, 21, RECORD, 1000, 5000])
+@pytest.mark.parametrize("size", [1, 59, 60, 61, RECORD, 1000, 5000])
 def test_garbage_after_the_last_record_is_cut_and_never_read_as_data(log_dir, size):
     newest = newest_segment(log_dir)
     end = newest.stat().st_size
@@ -249,10 +251,10 @@ def test_an_empty_newest_segment_with_a_torn_first_record_keeps_the_older_segmen
         while len(segment_paths(tmp_path)) < 2:
             seq = log.append(payload(seq + 1, SIZE))
     newest = newest_segment(tmp_path)
-    truncate(newest, 32 + 7)
+    truncate(newest, SEGMENT_HEADER_SIZE + 7)
     with open_log(tmp_path) as log:
         assert log.recovery is not None
-        assert log.recovery.offset == 32
+        assert log.recovery.offset == SEGMENT_HEADER_SIZE
         assert log.last_seq == seq - 1
         assert segment_paths(tmp_path)[-1] == newest
         assert log.append(b"next") == seq
@@ -306,7 +308,7 @@ def test_bad_length_field_in_the_middle_is_corruption(log_dir, length):
     assert_corrupt_at_open(log_dir, newest, victim.offset)
 
 
-@pytest.mark.parametrize("position", [0, 7, 8, 10, 12, 19, 20, 27, 28, 31])
+@pytest.mark.parametrize("position", [0, 7, 8, 10, 12, 19, 20, 27, 28, 45, 59, 60, 67, 68, 71])
 @pytest.mark.parametrize("which", ["oldest", "middle", "newest"])
 def test_corrupt_segment_header_is_corruption_naming_the_file(log_dir, which, position):
     segments = segment_paths(log_dir)
@@ -319,7 +321,7 @@ def test_corrupt_segment_header_is_corruption_naming_the_file(log_dir, which, po
 
 def test_short_newest_segment_header_is_corruption(log_dir):
     newest = newest_segment(log_dir)
-    truncate(newest, 20)
+    truncate(newest, 40)
     assert_corrupt_at_open(log_dir, newest, 0)
 
 

@@ -18,7 +18,7 @@ from tests.storage.faults import DurabilityTracker, FaultInjector
 ERRNOS = pytest.mark.parametrize("error", [errno.ENOSPC, errno.EIO], ids=["ENOSPC", "EIO"])
 PERSISTENCE = pytest.mark.parametrize("persistent", [False, True], ids=["transient", "persistent"])
 
-# 1000-byte payloads frame to 1020 bytes: three fit a 4096-byte segment, the fourth rolls.
+# 1000-byte payloads frame to 1060 bytes: three fit a 4096-byte segment, the fourth rolls.
 ROLLING_PAYLOAD = 1000
 RECORDS_PER_SEGMENT = 3
 

@@ -29,7 +29,7 @@ from tests.storage.faults import DurabilityTracker, FaultInjector
 from tests.storage.helpers import newest_segment, payload, segment_paths
 
 INTERVAL = 0.005  # seconds between background fsyncs: many ticks per test, never a deadline
-ROLLING = 1000  # payload bytes: 1020 on disk, so three fill a 4096-byte segment
+ROLLING = 1000  # payload bytes: 1060 on disk, so three fill a 4096-byte segment
 
 
 def open_fds() -> set[str]:

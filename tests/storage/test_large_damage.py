@@ -7,7 +7,7 @@ from 1 KiB to 1 MiB, and reopens it: with intact records after the hole, open mu
 ``CorruptLog`` at the first damaged record and change nothing; a hole that reaches the end of
 the file is a torn tail and is cut into a side file as before.
 
-Records are 30 bytes on disk, so even a 16 KiB hole swallows more than 512 of them: more than
+Records are 70 bytes on disk, so even a 16 KiB hole swallows more than 200 of them: more than
 a scan that looks a fixed number of sequence numbers ahead would see.
 """
 
@@ -22,6 +22,7 @@ import pytest
 from storage import CorruptLog, SegmentedLog
 from tests.storage.helpers import (
     GROUP_CONTINUES,
+    RECORD_HEADER_SIZE,
     SEGMENT_HEADER_SIZE,
     RecordInfo,
     newest_segment,
@@ -33,7 +34,7 @@ from tests.storage.helpers import (
 
 KIB = 1024
 HOLES = [KIB, 16 * KIB, 256 * KIB, 1024 * KIB]
-LAST = 80_000  # records in the pristine logs: 2.3 MiB, one segment
+LAST = 80_000  # records in the pristine logs: 5.3 MiB, one segment
 GROUP = 8  # records per append_batch in the group-written log
 BIG_SEGMENT = 64 * 1024 * KIB
 POSITIONS = ["near-start", "middle", "well-before-end", "just-before-the-last-record"]
@@ -41,7 +42,7 @@ FILLS = ["zeros", "garbage"]
 
 
 def value(seq: int) -> bytes:
-    """A 10-byte payload naming its record: 30 bytes on disk."""
+    """A 10-byte payload naming its record: 70 bytes on disk."""
     return f"{seq:010d}".encode()
 
 
@@ -99,7 +100,7 @@ def hole_start(position: str, hole: int, records: list[RecordInfo]) -> int:
     """Where a hole of ``hole`` bytes begins in a segment holding ``records``."""
     size = records[-1].end
     if position == "near-start":
-        return SEGMENT_HEADER_SIZE + 3 * 30 + 7
+        return SEGMENT_HEADER_SIZE + 3 * (RECORD_HEADER_SIZE + 10) + 7
     if position == "middle":
         return (size - hole) // 2
     if position == "well-before-end":

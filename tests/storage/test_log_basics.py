@@ -8,6 +8,7 @@ import storage._framing
 from storage import InvalidOption, InvalidValue, KeyspaceClosed, SegmentedLog
 from tests.storage.helpers import (
     GROUP_CONTINUES,
+    RECORD_HEADER_SIZE,
     payload,
     record_offsets,
     segment_paths,
@@ -80,8 +81,8 @@ def test_segments_roll_at_segment_bytes_and_are_named_by_their_first_seq(tmp_pat
         assert path.name == f"{records[0].seq:020d}.seg"
         assert path.stat().st_size <= SMALL
     for path in paths[:-1]:
-        # a sealed segment is full: the next 120-byte record did not fit
-        assert path.stat().st_size + 120 > SMALL
+        # a sealed segment is full: the next 160-byte record did not fit
+        assert path.stat().st_size + RECORD_HEADER_SIZE + 100 > SMALL
 
 
 def test_a_batch_never_spans_segments(tmp_path):
@@ -182,7 +183,7 @@ def test_an_oversize_payload_raises_invalid_value_and_leaves_the_log_unchanged(
                 log.append_batch([b"small", b"x" * 65])
         assert log.last_seq == 2
         assert sizes(tmp_path)[segment_paths(tmp_path)[0].name] == (
-            before[segment_paths(tmp_path)[0].name] + 20 + 64
+            before[segment_paths(tmp_path)[0].name] + RECORD_HEADER_SIZE + 64
         )
         assert log.verify() == 2
 

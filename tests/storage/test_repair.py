@@ -192,7 +192,7 @@ def test_repair_removes_a_stale_segment_tmp_file(log_dir):
 
 
 def test_repair_while_the_log_is_open_raises_store_locked(log_dir):
-    flip_bit(segment_paths(log_dir)[0], 40)
+    flip_bit(segment_paths(log_dir)[0], record_offsets(segment_paths(log_dir)[0])[0].offset + 40)
     before = snapshot(log_dir)
     with SegmentedLog.open(log_dir), pytest.raises(StoreLocked):
         repair(log_dir)

@@ -48,7 +48,7 @@ from tests.keyspace.conftest import FakeClock, keyspace_dir
 from tests.storage.faults import FaultInjector
 from tests.storage.helpers import append_bytes, flip_bit, truncate
 
-HEADER = 28
+HEADER = 60  # magic, version, kind, seq, schema, chain head, CRC-32
 TRAILER = struct.Struct("<IQQ32sI")  # 0xFFFFFFFF, chunks, items, BLAKE2b-256, CRC-32
 CHUNKS = [[1, "one"], [b"\x00two", None, 2.5], [], [{"three": [3]}], ["four"] * 30, ["5" * 60]]
 """Items of a small snapshot: six chunks (one empty), 350-odd bytes on disk."""
@@ -129,8 +129,17 @@ def test_the_trailer_counts_the_chunks_and_items_and_digests_every_payload(tmp_p
     for payload, _ in encode(CHUNKS):
         whole.update(payload)
     assert digest == whole.digest()
-    magic, version, kind, seq, schema, header_crc = struct.unpack("<8sHHQII", data[:HEADER])
-    assert (magic, version, kind, seq, schema) == (b"AKVSNAP\n", 1, KIND_ACTOR, 42, 7)
+    magic, version, kind, seq, schema, head, header_crc = struct.unpack(
+        "<8sHHQI32sI", data[:HEADER]
+    )
+    assert (magic, version, kind, seq, schema, head) == (
+        b"AKVSNAP\n",
+        2,
+        KIND_ACTOR,
+        42,
+        7,
+        bytes(32),
+    )
     assert header_crc == zlib.crc32(data[: HEADER - 4])
 
 
