@@ -9,12 +9,13 @@ sent; the actor then checks versions, and the call returns once the write is dur
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, MutableMapping
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from typing import Any, TypeVar
 
 import msgspec
 
 from actors import _history as history
+from actors._batch import WriteBatch
 from actors._core import ActorStats, Command
 from actors._future import Future
 from actors._handle import ActorHandle
@@ -28,6 +29,7 @@ from actors._keyspace_input import (
     prefix_end,
 )
 from actors._snapshots import CompactionReport
+from actors._transaction import TransactionBatch, TransactionView
 from actors._view import KeySpaceView, ViewReads
 from storage.codec import encode_value, on_fresh_stack
 from storage.errors import (
@@ -46,7 +48,7 @@ from storage.snapshot import SnapshotInfo
 
 __all__ = ["Entry", "KeySpace", "KeySpaceOptions", "Receipt", "WriteBatch"]
 
-from actors._batch import WriteBatch
+T = TypeVar("T")
 
 _MISSING: Any = object()
 
@@ -392,6 +394,26 @@ class KeySpace(MutableMapping[Any, Any]):
         checked = self._check_increment(by)
         total: int = self._execute(Command("increment", (key, checked), {}, None))
         return total
+
+    def transact(self, fn: Callable[[TransactionView, TransactionBatch], T]) -> T:
+        """Run ``fn(view, batch)`` inside the key space's actor; returns what it returns.
+
+        ``view`` (``get``, ``get_many``, ``in``, ``range``, ``prefix``) reads the latest
+        state and the transaction's own writes; ``batch.put``, ``batch.delete`` and
+        ``batch.increment`` (which returns the new value) are written as one record once
+        ``fn`` returns, and the call returns when that record is durable. No other write
+        to the key space runs meanwhile, so the transaction is serializable; keep ``fn``
+        short, since writers wait for it. If ``fn`` raises, nothing is written and the
+        exception reaches the caller. ``fn`` must not call this key space's handle
+        (``InvalidOperation``: it would wait for itself).
+        """
+        self._check_open()
+        unchecked: object = fn  # typed callers pass a function; untyped ones may not
+        if not callable(unchecked):
+            msg = f"transact() needs a function fn(view, batch), got {unchecked!r:.60}"
+            raise InvalidInput(msg)
+        result: T = self._execute(Command("transact", (fn, self), {}, None))
+        return result
 
     def _check_increment(self, by: object) -> int:
         if isinstance(by, bool) or not isinstance(by, int):

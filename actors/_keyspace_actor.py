@@ -175,6 +175,20 @@ class KeySpaceActor(EventSourcedActor[KVState]):
         self.emit(*events)
         return total
 
+    def transact(self, fn: Callable[[Any, Any], Any], keyspace: Any) -> Any:
+        """Run ``fn(view, batch)`` against the latest state; its writes become one record."""
+        from actors._transaction import TransactionBatch, TransactionView  # noqa: PLC0415
+
+        now = self._clock()
+        view = TransactionView(keyspace, self._esa_state, now)
+        batch = TransactionBatch(keyspace, view)
+        result = fn(view, batch)
+        if batch.ops:
+            events = _checked_batch(self._esa_state, batch.ops, now)
+            if events:
+                self.emit(Batch(tuple(events), now))
+        return result
+
     def write_batch(self, ops: Sequence[BatchOp]) -> Receipt | None:
         """Apply every op or none: all version checks pass before anything is emitted."""
         now = self._clock()
