@@ -13,9 +13,11 @@ from actors._keyspace import Entry, KeySpace, KeySpaceOptions, Receipt, WriteBat
 from actors._snapshots import CompactionReport
 from actors._store import Store
 from actors._view import KeySpaceView
+from storage.chain import Anchor
 from storage.errors import (
     ActorKVError,
     ActorStopped,
+    ChainKeyMismatch,
     CorruptLog,
     HistoryUnavailable,
     InvalidInput,
@@ -42,6 +44,8 @@ __all__ = [
     "ActorKVError",
     "ActorStats",
     "ActorStopped",
+    "Anchor",
+    "ChainKeyMismatch",
     "CompactionReport",
     "CorruptLog",
     "Entry",

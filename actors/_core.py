@@ -710,7 +710,7 @@ class ActorCore:
             self._group_events = 0
             self._durable_state = self._actor.state
             numbered = list(zip(range(first, last + 1), events, strict=True))
-            published = Published(first, last, numbered, getattr(self.log, "last_time", 0.0))
+            published = Published(first, last, numbered, self.log.last_time)
             try:
                 self._actor.on_published(published)
                 for listener in self.listeners:
@@ -831,6 +831,7 @@ class ActorCore:
             return
         try:
             schema, captured = snapshots.codec.capture(self._actor)
+            head = self.log.head  # the chain head at seq: nothing was appended since
             self.log.roll()  # so the history below the snapshot can go whole
         except BaseException as exc:
             self._snapshot_pending = False
@@ -850,7 +851,9 @@ class ActorCore:
                 _resolve(request.future, info, error)
 
         log = self.log
-        snapshots.write_in_background(seq, schema, captured, done, lambda: log.first_seq)
+        snapshots.write_in_background(
+            seq, schema, captured, done, lambda: log.first_seq, chain_head=head
+        )
 
     def _snapshot_failed(self, seq: int, error: BaseException | None, *, asked: bool) -> None:
         """A state that cannot be encoded stops automatic snapshots (said once)."""
@@ -885,7 +888,10 @@ class ActorCore:
         try:
             schema, captured = snapshots.codec.capture(self._actor)
             self.log.roll()
-            info = snapshots.write(self.log.last_seq, schema, captured, self.log.first_seq)
+            log = self.log
+            info = snapshots.write(
+                log.last_seq, schema, captured, first_seq=log.first_seq, chain_head=log.head
+            )
             self._drop_history(info.seq)
         except ActorKVError:
             logger.exception("%s: the snapshot at close failed; the next open replays", self.name)

@@ -9,6 +9,7 @@ from actors._actor import EventSourcedActor
 from actors._core import ActorCore, ActorStats, Command
 from actors._future import Future
 from actors._snapshots import CompactionReport
+from storage.chain import Anchor
 from storage.errors import InvalidOperation, KeyspaceClosed, StopTimeout, StoreForked
 from storage.snapshot import SnapshotInfo
 
@@ -108,6 +109,10 @@ class ActorHandle(Generic[A]):
         something msgspec encodes, else the future raises ``InvalidOperation``.
         """
         return self._core.snapshot()
+
+    def anchor(self) -> Anchor:
+        """``Anchor(seq, head)`` of the actor's log now (see ``KeySpace.anchor``)."""
+        return self._core.log.anchor()
 
     def compact(self) -> CompactionReport:
         """Apply the retention policy now (see ``Store.open(retention=...)``)."""

@@ -31,6 +31,7 @@ from actors._keyspace_input import (
 from actors._snapshots import CompactionReport
 from actors._transaction import TransactionBatch, TransactionView
 from actors._view import KeySpaceView, ViewReads
+from storage.chain import Anchor
 from storage.codec import encode_value, on_fresh_stack
 from storage.errors import (
     HistoryUnavailable,
@@ -231,6 +232,16 @@ class KeySpace(MutableMapping[Any, Any]):
 
     def _rebuild(self, seq: int) -> KVState:
         return history.state_as_of(self._core, self.name, seq, self._state)
+
+    def anchor(self) -> Anchor:
+        """``Anchor(seq, head)``: the hash chain's head after the newest record.
+
+        Small enough to print (``str(anchor)``), store elsewhere or publish;
+        ``storage.verify(path, anchor=...)`` later proves the log still extends it, so no
+        record at or before ``seq`` was edited, removed or reordered since.
+        """
+        self._check_open()
+        return self._core.log.anchor()
 
     def history(self, key: Any, *, limit: int | None = None) -> list[Version]:
         """Every retained change of ``key``, oldest first: the newest ``limit`` if given.

@@ -25,7 +25,7 @@ import msgspec
 
 from actors._actor import EventSourcedActor
 from storage import _fileio
-from storage._format import BROKEN_SUFFIX, FORMAT_VERSION
+from storage._format import BROKEN_SUFFIX, FORMAT_VERSION, ZERO_HEAD
 from storage.errors import CorruptLog, InvalidOperation, opening
 from storage.kv_snapshot import capture, encode_chunks, load_state, schema_of
 from storage.kv_versions import DEFAULT_RECENT_VERSIONS
@@ -271,18 +271,33 @@ class Snapshots:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def write(self, seq: int, schema: int, captured: Any, first_seq: int = 1) -> SnapshotInfo:
+    def write(
+        self,
+        seq: int,
+        schema: int,
+        captured: Any,
+        *,
+        first_seq: int = 1,
+        chain_head: bytes = ZERO_HEAD,
+    ) -> SnapshotInfo:
         """Write a captured state as the snapshot of ``seq`` and list it (this thread).
 
         ``first_seq`` is the log's first record: the oldest snapshot the log continues
         from stays listed too, as the base of reads as of the oldest retained points.
+        ``chain_head`` is the log's chain head at ``seq``, kept in the snapshot so the chain
+        stays verifiable once the records below it are dropped.
 
         Raises:
             OpenFailed: The file or the manifest could not be written (nothing is listed).
         """
         with opening(self.directory, "writing a snapshot in"):
             info = write_snapshot(
-                self.directory, seq, self.codec.kind, schema, self.codec.chunks(captured)
+                self.directory,
+                seq,
+                self.codec.kind,
+                schema,
+                self.codec.chunks(captured),
+                chain_head=chain_head,
             )
             self._list(info, first_seq)
         self.newest = info
@@ -295,13 +310,16 @@ class Snapshots:
         captured: Any,
         done: Callable[[SnapshotInfo | None, BaseException | None], None],
         first_seq: Callable[[], int] = lambda: 1,
+        chain_head: bytes = ZERO_HEAD,
     ) -> None:
         """Write on a thread of its own; ``done(info, error)`` is called there when it ends."""
         self.wait()
 
         def run() -> None:
             try:
-                info = self.write(seq, schema, captured, first_seq())
+                info = self.write(
+                    seq, schema, captured, first_seq=first_seq(), chain_head=chain_head
+                )
             except BaseException as exc:
                 done(None, exc)  # which reports it: to a caller, or to the log
                 return

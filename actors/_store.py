@@ -122,6 +122,7 @@ class Store:
         recovery_budget: float | None = 1.0,
         retention: float | None = None,
         recent_versions: int = DEFAULT_RECENT_VERSIONS,
+        chain_key: bytes | None = None,
     ) -> Store:
         """Open (creating if needed) the store in directory ``path`` and lock it.
 
@@ -147,6 +148,11 @@ class Store:
                 past (``at``, ``history``) and for scans that hold no long lock; older
                 points are rebuilt from a snapshot and the log. About 200 bytes each
                 beside the values (docs/history.md).
+            chain_key: A secret (1 to 64 bytes) that keys every log's hash chain, so that
+                whoever can write the files but does not hold it cannot make a log that
+                ``storage.verify(..., key=)`` accepts. Every open needs the same key
+                (``ChainKeyMismatch`` otherwise). None: an unkeyed chain, which still
+                proves that a log extends a saved anchor.
 
         A store belongs to the process that opened it: in a child made by ``fork`` every
         inherited store and handle raises :class:`StoreForked`, and nothing of the parent's
@@ -158,7 +164,7 @@ class Store:
             OpenFailed: The directory could not be created or locked (no space, no file
                 descriptors, no permission).
         """
-        options = LogOptions(segment_bytes, fsync, fsync_interval)
+        options = LogOptions(segment_bytes, fsync, fsync_interval, clock, chain_key)
         if (
             isinstance(sweep_interval, bool)
             or not isinstance(sweep_interval, int | float)
@@ -395,6 +401,8 @@ class Store:
             segment_bytes=options.segment_bytes,
             fsync=options.fsync,
             fsync_interval=options.fsync_interval,
+            clock=options.clock,
+            chain_key=options.chain_key,
         )
         counters = Counters()
         name = directory.name

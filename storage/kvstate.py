@@ -501,7 +501,7 @@ class KVState:
     def _get_many_pinned(self, keys: list[Any], pin: ScanPin, now: float) -> dict[Any, Entry]:
         """Look ``keys`` up as of ``pin.seq``, ``SCAN_CHUNK`` per hold of the lock."""
         entries, versions, seq = self.entries, self.versions, pin.seq
-        found = {}
+        found: dict[Any, Entry] = {}
         try:
             for start in range(0, len(keys), SCAN_CHUNK):
                 with self.lock:
