@@ -30,6 +30,8 @@ from storage.errors import InvalidValue
 
 _CRC: Final = struct.Struct("<I")
 _HASHED: Final = struct.Struct("<IQHHd")  # length, seq, flags, reserved, time: bytes 4..27
+_pack_crc: Final = _CRC.pack
+_pack_hashed: Final = _HASHED.pack
 _FIELDS: Final = struct.Struct("<IIQHHd")  # crc and the hashed fields: what replay unpacks
 _TIME_AND_HASH: Final = struct.Struct("<d32s")
 _AFTER_CRC_V1: Final = struct.Struct("<IQHH")
@@ -112,38 +114,38 @@ def encode_records(
         InvalidValue: A payload is not bytes or is larger than ``MAX_PAYLOAD_BYTES``.
             Nothing is returned, so nothing reaches the log.
     """
-    copy = hasher.copy
-    pack_hashed = _HASHED.pack
-    crc32 = zlib.crc32
     if len(payloads) == 1:  # the common group of one: no loop, no join
         payload = payloads[0]
         if type(payload) is bytes and len(payload) <= MAX_PAYLOAD_BYTES:
-            hashed = pack_hashed(len(payload), first_seq, 0, 0, time)
-            digest = copy()
-            digest.update(prev)
-            digest.update(hashed)
+            hashed = _pack_hashed(len(payload), first_seq, 0, 0, time)
+            digest = hasher.copy()
+            digest.update(prev + hashed)
             digest.update(payload)
             head = digest.digest()
             body = hashed + head + payload
-            return crc32(body).to_bytes(4, "little") + body, head
+            return _pack_crc(zlib.crc32(body)) + body, head
     _check_payloads(payloads)
+    copy = hasher.copy
+    pack_hashed = _pack_hashed
+    pack_crc = _pack_crc
+    crc32 = zlib.crc32
     parts: list[bytes] = []
     append = parts.append
     seq = first_seq
     head = prev
     last = first_seq + len(payloads) - 1
     # One crc32 over header tail + payload (a 100-byte copy is cheaper than a second crc32
-    # call), three updates of a copied hasher (cheaper than a concatenation): about
-    # 1.0 us per record of 100 bytes, 0.45 us of it the hash.
+    # call); the hash in two updates of a copied hasher, the 56 bytes before the payload
+    # joined first (one call fewer): about 1.1 us per record of 100 bytes, 0.45 us of it
+    # the hash itself (two BLAKE2b blocks). Version 1, without time or hash: 0.55 us.
     for payload in payloads:
         hashed = pack_hashed(len(payload), seq, FLAG_GROUP_CONTINUES if seq < last else 0, 0, time)
         digest = copy()
-        digest.update(head)
-        digest.update(hashed)
+        digest.update(head + hashed)
         digest.update(payload)
         head = digest.digest()
         body = hashed + head + payload
-        append(crc32(body).to_bytes(4, "little"))
+        append(pack_crc(crc32(body)))
         append(body)
         seq += 1
     return b"".join(parts), head

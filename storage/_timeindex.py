@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import bisect
 import math
+import os
 import threading
 from array import array
 from pathlib import Path
 
+from storage import _fileio
 from storage._format import FORMAT_VERSION, TIME_INDEX_SPAN
 from storage._framing import TimedRecord, index_records, parse_records, time_and_hash_at
 from storage._recovery import Segment
@@ -175,9 +177,11 @@ class TimeIndex:
         """The checked records of index span ``entry`` in ``[min_seq, max_seq]``."""
         start = times.offsets[entry]
         end = times.offsets[entry + 1] if entry + 1 < len(times.offsets) else times.offset
-        with segment.path.open("rb", buffering=0) as file:
-            file.seek(start)
-            buf = file.read(end - start)
+        fd = _fileio.open_read(segment.path)  # os-level: a third of a query's time otherwise
+        try:
+            buf = os.pread(fd, end - start, start)
+        finally:
+            os.close(fd)
         records: list[TimedRecord] = []
         stop = parse_records(
             buf, 0, times.seqs[entry], records, min_seq=min_seq, max_seq=max_seq, timed=True

@@ -33,6 +33,7 @@ from storage._format import (
     FLAG_GROUP_CONTINUES,
     FORMAT_VERSION,
     MAX_PAYLOAD_BYTES,
+    RECORD_HASH_OFFSET,
     RECORD_HEADER,
     RECORD_HEADER_SIZE,
     ZERO_HEAD,
@@ -453,23 +454,22 @@ class _RecordCheck:
                     if length > MAX_PAYLOAD_BYTES:
                         self.problem = f"record length field {length} is over the limit"
                     break
-                body = buf[pos + 4 : end]
                 if (
-                    crc32(body) != crc
+                    crc32(buf[pos + 4 : end]) != crc
                     or seq != next_seq
                     or flags > FLAG_GROUP_CONTINUES
                     or reserved
                     or not time >= last_time
                 ):
                     self.problem = _record_problem(
-                        body, crc, seq, next_seq, flags, reserved, time, last_time
+                        buf[pos + 4 : end], crc, seq, next_seq, flags, reserved, time, last_time
                     )
                     break
-                if copy is not None:
+                if copy is not None:  # slices of bytes: cheaper than memoryviews here
                     hashed = copy()
                     hashed.update(prev)
-                    hashed.update(body[:24])
-                    hashed.update(body[56:])
+                    hashed.update(buf[pos + 4 : pos + RECORD_HASH_OFFSET])
+                    hashed.update(buf[pos + RECORD_HEADER_SIZE : end])
                     if hashed.digest() != digest:
                         self.problem = (
                             f"record {seq}'s hash does not follow from the chain before it"
