@@ -590,6 +590,24 @@ def test_history_lists_every_change_of_a_key_oldest_first(opener, clock, recent)
         assert rec.ks.history(NEVER) == []
 
 
+@pytest.mark.parametrize("recent", RECENT, ids=RECENT_IDS)
+def test_history_after_retention_dropped_records_kept_in_memory_lists_what_is_above_the_floor(
+    opener, clock, recent
+) -> None:
+    opened = opener(recovery_budget=None, retention=0, **recent_options(recent))
+    rec = Recorder(opened.keyspace(), clock)
+    write_a_story(rec)
+    opened.reopen()  # the replay keeps the last recent_versions changes in memory
+    rec.ks = opened.keyspace()
+    rec.ks.snapshot()  # retention=0: every record those changes came from leaves the log
+    floor = rec.ks.stats().history_floor
+    assert floor == rec.seq + 1
+    for key in [*KEYS, NEVER]:
+        assert rec.ks.history(key) == [], key
+    rec.put("a", "above the floor")
+    rec.check_every_point(floor)
+
+
 def test_history_limit_keeps_the_newest(opener, clock) -> None:
     rec = Recorder(opener(recent_versions=2).keyspace(), clock)
     for i in range(6):
