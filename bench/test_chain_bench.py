@@ -15,6 +15,12 @@ both checkouts; see the report of the change for both figures.
 
 Each benchmark stores ``records_per_s`` (median round) and ``records_per_s_best`` in
 ``extra_info`` (``queries_per_s`` for the time queries).
+
+Measured (four runs, median of the medians; a 2-core VM shared with other work): 1,000
+appends of one record 3.15 ms, as one batch 1.20 ms, the hash step alone 0.46 ms: without
+it 2.69 and 0.74 ms, so the chain costs 17% one by one and 61% in one batch (the version-1
+engine: 2.11 and 0.56 ms). verify 0.72M records/s at 100 bytes, 0.97M at 30 bytes;
+``time_of`` 26 us warm, ``seq_at`` 61 us warm, 0.7 us per record to build an index cold.
 """
 
 from __future__ import annotations

@@ -326,7 +326,7 @@ def index_records(
 
     The first record at or after file offset ``next_mark`` gets an entry, and the next mark
     is ``span`` bytes after it. No payload is copied: this builds the time index of a
-    segment in one pass (about 0.4 us per record).
+    segment in one pass (about 0.7 us per record of 100 bytes).
     """
     unpack = _FIELDS.unpack_from
     crc32 = zlib.crc32

