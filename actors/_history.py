@@ -165,7 +165,9 @@ def key_history(
         older = _logged_history(core, state, key, decode, floor, horizon)
     versions = older + [_version(core, state, change, decode) for change in recent]
     versions = [version for version in versions if version.seq >= floor]
-    return versions if limit is None else versions[len(versions) - limit :] if limit else []
+    if limit is None:
+        return versions
+    return versions[max(0, len(versions) - limit) :] if limit else []
 
 
 def _logged_history(

@@ -30,7 +30,7 @@ from actors._keyspace_input import (
 )
 from actors._snapshots import CompactionReport
 from actors._transaction import TransactionBatch, TransactionView
-from actors._view import KeySpaceView, ViewReads
+from actors._view import KeySpaceView, SnapshotItems, SnapshotValues, ViewReads
 from storage.chain import Anchor
 from storage.codec import encode_value, on_fresh_stack
 from storage.errors import (
@@ -226,12 +226,9 @@ class KeySpace(MutableMapping[Any, Any]):
         if when is None:
             when = history.record_time(core, state, point) if point else 0.0
         reads = ViewReads(self._check_key_type, self._value, self._public_entry, self._check_range)
-        return KeySpaceView(
-            self.name, self.options.key_type, state, point, when, reads, self._rebuild
-        )
-
-    def _rebuild(self, seq: int) -> KVState:
-        return history.state_as_of(self._core, self.name, seq, self._state)
+        pin = state.pin_at(point)
+        source = state if pin is not None else history.state_as_of(core, self.name, point, state)
+        return KeySpaceView(self.name, self.options.key_type, source, pin, when, reads)
 
     def anchor(self) -> Anchor:
         """``Anchor(seq, head)``: the hash chain's head after the newest record.
@@ -321,6 +318,14 @@ class KeySpace(MutableMapping[Any, Any]):
         """Keys in order, from one snapshot."""
         self._check_open()
         return (key for key, _ in self._state.scan())
+
+    def items(self) -> SnapshotItems:
+        """``(key, value)`` pairs; iterating reads them as one snapshot (a scan)."""
+        return SnapshotItems(self)
+
+    def values(self) -> SnapshotValues:
+        """Values in key order; iterating reads them as one snapshot (a scan)."""
+        return SnapshotValues(self)
 
     def __len__(self) -> int:
         """Number of keys that exist and have not expired. O(log n)."""

@@ -137,12 +137,13 @@ class KeySpaceActor(EventSourcedActor[KVState]):
             if stored.expires_at <= now:
                 # Over an expired, unswept key: record its expiry first; the version restarts.
                 _check_version(key, None, expect_version)
-                self.emit(Expired((key,), now), Put(key, value, expires_at))
+                self.emit(Expired((key,), now), Put(key, value, expires_at, 1))
                 return Receipt(self._esa_seq, 1)
         if expect_version is not None:
             _check_version(key, stored, expect_version)
-        self.emit(Put(key, value, expires_at))
-        return Receipt(self._esa_seq, 1 if stored is None else stored.version + 1)
+        version = 1 if stored is None else stored.version + 1
+        self.emit(Put(key, value, expires_at, version))
+        return Receipt(self._esa_seq, version)
 
     def delete(self, key: Any, expect_version: int | None) -> Receipt | None:
         now = self._clock()
@@ -171,7 +172,8 @@ class KeySpaceActor(EventSourcedActor[KVState]):
             stored = None
         total = by if stored is None else counter_value(key, stored) + by
         expires_at = None if stored is None else stored.expires_at
-        events.append(Put(key, encode_count(key, total), expires_at))
+        version = 1 if stored is None else stored.version + 1
+        events.append(Put(key, encode_count(key, total), expires_at, version))
         self.emit(*events)
         return total
 
@@ -248,12 +250,13 @@ def _checked_batch(
         if op.expect_version is not None and op.expect_version != actual:
             raise VersionConflict(key, op.expect_version, actual)
         if type(op) is PutOp:
-            put = Put(key, op.value, op.expires_at)
+            put = Put(key, op.value, op.expires_at, actual + 1)
             events.append(put)
             versions[key] = actual + 1
             written[key] = put
         elif type(op) is IncrementOp:
             put = _incremented(key, op.by, actual, written, stored_of(key))
+            put = msgspec.structs.replace(put, version=actual + 1)
             events.append(put)
             versions[key] = actual + 1
             written[key] = put
@@ -313,29 +316,31 @@ def encode_count(key: Any, total: int) -> msgspec.Raw:
 def _unchecked_batch(state: KVState, ops: Sequence[BatchOp]) -> list[Put | Delete] | None:
     """The events of a batch with no ``expect_version`` over a state with no TTL anywhere.
 
-    Nothing can have expired and no version is checked, so a put needs no lookup at all
-    (its version is counted by the fold) and a delete only whether its key exists. Returns
-    None at the first op with an ``expect_version``: the caller then checks everything.
-    Measured on a 1,000-put batch: 0.55 -> 0.2 ms.
+    Nothing can have expired and no version is checked, so each key needs one lookup (for
+    the version its put records), not an expiry and version check per op. Returns None at
+    the first op with an ``expect_version`` or an increment: the caller then checks
+    everything. Measured on a 1,000-put batch: 0.55 ms checked, 0.2 ms without recording
+    versions, 0.3 ms with.
     """
     stored_of = state.stored
-    exists: dict[Any, bool] = {}  # keys this batch has written or deleted so far
+    versions: dict[Any, int] = {}  # each key's version after this batch's ops so far
     events: list[Put | Delete] = []
     append = events.append
     for op in ops:
         if op.expect_version is not None or type(op) is IncrementOp:
             return None
         key = op.key
+        version = versions.get(key)
+        if version is None:
+            stored = stored_of(key)
+            version = 0 if stored is None else stored.version
         if type(op) is PutOp:
-            append(Put(key, op.value, op.expires_at))
-            exists[key] = True
-        else:
-            found = exists.get(key)
-            if found is None:
-                found = stored_of(key) is not None
-            if found:
-                append(Delete(key))
-            exists[key] = False
+            version += 1
+            append(Put(key, op.value, op.expires_at, version))
+        elif version:
+            append(Delete(key))
+            version = 0
+        versions[key] = version
     return events
 
 

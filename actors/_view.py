@@ -1,10 +1,11 @@
 """KeySpaceView: a read-only key space as of one point of its history.
 
-A view reads the live state's kept versions while its point is at or above their horizon
-(a dict lookup and a bisection a key; scans hold the state lock one chunk at a time and pin
-the point, so they stay consistent however long they run). Once the horizon has moved past
-the point (more than ``recent_versions`` changes since), or if it already had, the view
-rebuilds the state as of its point once (``actors._history.state_as_of``) and reads that.
+A view of a point the live state's kept versions still reach reads them (a dict lookup and
+a bisection a key) and *pins* the point: the key space keeps every change after it in
+memory while the view lives (``close()`` or dropping the view lets them go), so the view
+stays readable whatever retention or later writes do. A view of an older point is rebuilt
+when it is taken (``actors._history.state_as_of``: a snapshot plus a replay) and reads
+that copy. Scans hold the state lock one chunk at a time either way.
 
 Expiry is judged at the view's time: the commit time of its seq (``at(seq=...)``), the time
 asked for (``at(time=...)``), or now (``at()``).
@@ -12,18 +13,35 @@ asked for (``at(time=...)``), or now (``at()``).
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, ItemsView, Iterable, Iterator, ValuesView
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from actors._keyspace_input import prefix_end
-from storage.kvstate import BELOW_HORIZON, KVState
+from storage.errors import InvalidOperation
+from storage.kv_versions import ScanPin
 from storage.kvstate import Entry as StoredEntry
+from storage.kvstate import KVState
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # Python 3.10 has no typing.Self
+    from typing_extensions import Self
+
     from actors._keyspace import Entry
 
-__all__ = ["KeySpaceView", "ViewReads"]
+__all__ = ["KeySpaceView", "SnapshotItems", "SnapshotValues", "ViewReads"]
+
+
+class SnapshotItems(ItemsView[Any, Any]):
+    """``ks.items()``: iterated as one scan (one snapshot), not a key then a lookup each."""
+
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        return iter(self._mapping.range())  # type: ignore[attr-defined]
+
+
+class SnapshotValues(ValuesView[Any]):
+    """``ks.values()``: iterated as one scan (one snapshot)."""
+
+    def __iter__(self) -> Iterator[Any]:
+        return (value for _, value in self._mapping.range())  # type: ignore[attr-defined]
 
 
 class ViewReads(NamedTuple):
@@ -51,22 +69,24 @@ class KeySpaceView:
         self,
         name: str,
         key_type: type,
-        live: KVState,
-        seq: int,
+        source: KVState,
+        pin: ScanPin | None,
         time: float,
         reads: ViewReads,
-        rebuild: Callable[[int], KVState],
     ) -> None:
-        """Use :meth:`KeySpace.at` instead."""
+        """Use :meth:`KeySpace.at` instead.
+
+        ``source`` is the live state with ``pin`` holding the point, or (``pin`` None) a
+        state rebuilt as of the point.
+        """
         self.name = name
-        self.seq = seq
+        self.seq = pin.seq if pin is not None else source.seq
         self.time = time
         self._key_type = key_type
         self._reads = reads
-        self._live = live
-        self._rebuild = rebuild
-        self._rebuilt: KVState | None = None
-        self._rebuilding = threading.Lock()
+        self._source = source
+        self._pin = pin
+        self._closed = False
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -87,9 +107,7 @@ class KeySpaceView:
         keys = list(keys)
         for key in keys:
             self._reads.check_key(key)
-        found = self._state().get_many_at(keys, self.seq, self.time)
-        if found is BELOW_HORIZON:
-            found = self._rebuilt_state().get_many_at(keys, self.seq, self.time)
+        found = self._readable().get_many_at(keys, self.seq, self.time)
         decoded = self._reads.decode
         return {key: decoded(key, entry) for key, entry in found.items()}
 
@@ -156,11 +174,8 @@ class KeySpaceView:
 
     def _entry(self, key: Any) -> StoredEntry | None:
         self._reads.check_key(key)
-        entry = self._state().get_at(key, self.seq, self.time)
-        if entry is BELOW_HORIZON:
-            entry = self._rebuilt_state().get_at(key, self.seq, self.time)
-        found: StoredEntry | None = entry
-        return found
+        entry: StoredEntry | None = self._readable().get_at(key, self.seq, self.time)
+        return entry
 
     def _scan(
         self,
@@ -169,19 +184,27 @@ class KeySpaceView:
         reverse: bool,
         limit: int | None,
     ) -> Iterator[tuple[Any, StoredEntry]]:
-        state = self._state()
-        pin = state.pin_at(self.seq)
-        if pin is None:  # the live state moved past the point: rebuild it
-            state = self._rebuilt_state()
-            pin = state.pin_at(self.seq)
-            assert pin is not None
-        return state.scan_at(pin, start, stop, self.time, reverse=reverse, limit=limit)
+        source = self._readable()
+        pin = source.pin_at(self.seq)
+        assert pin is not None, "a view's own pin keeps its point readable"
+        return source.scan_at(pin, start, stop, self.time, reverse=reverse, limit=limit)
 
-    def _state(self) -> KVState:
-        return self._rebuilt if self._rebuilt is not None else self._live
+    def _readable(self) -> KVState:
+        if self._closed:
+            msg = f"this view of {self.name!r} at seq {self.seq} is closed; take another"
+            raise InvalidOperation(msg)
+        return self._source
 
-    def _rebuilt_state(self) -> KVState:
-        with self._rebuilding:
-            if self._rebuilt is None:
-                self._rebuilt = self._rebuild(self.seq)
-            return self._rebuilt
+    # -- lifetime ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Let the key space drop the changes this view kept in memory. Idempotent."""
+        self._closed = True
+        if self._pin is not None:
+            self._pin.release()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

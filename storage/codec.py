@@ -49,6 +49,9 @@ class Put(msgspec.Struct, tag="put", frozen=True, array_like=True, gc=False):
 
     ``value`` is already MessagePack (see :func:`encode_value`): it is encoded once, in the
     caller's thread, embedded in the record as it is, and decoded only when read.
+    ``version`` is the key's version after the put, so a reader of the log (a subscription)
+    knows it without folding the state; 0 in records written before it was recorded. Replay
+    still counts versions itself.
     """
 
     # msgspec refuses a `str | bytes` union; MessagePack keeps the two apart on the wire
@@ -56,6 +59,7 @@ class Put(msgspec.Struct, tag="put", frozen=True, array_like=True, gc=False):
     key: Any
     value: msgspec.Raw
     expires_at: float | None = None
+    version: int = 0
 
 
 class Delete(msgspec.Struct, tag="del", frozen=True, array_like=True, gc=False):

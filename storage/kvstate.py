@@ -196,6 +196,9 @@ class KVState:
         ttl = False
         for seq, events in records:
             if seq > track_from and not tracking:  # a replay reached the records to keep
+                if ttl:  # the commit below must index the expiry of what it publishes
+                    self.pending_ttl = True
+                    ttl = False
                 self._begin_tracking(seq - 1)
                 tracking = True
             for event in events:

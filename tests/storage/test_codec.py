@@ -95,12 +95,12 @@ def test_empty_batch_round_trips():
 
 
 def test_wire_form_is_an_array_starting_with_the_tag():
-    assert msgspec.msgpack.decode(encode_event(put("k", 1))) == ["put", "k", 1, None]
-    assert msgspec.msgpack.decode(encode_event(put(b"k", "v", 2.5))) == ["put", b"k", "v", 2.5]
+    assert msgspec.msgpack.decode(encode_event(put("k", 1))) == ["put", "k", 1, None, 0]
+    assert msgspec.msgpack.decode(encode_event(put(b"k", "v", 2.5))) == ["put", b"k", "v", 2.5, 0]
     assert msgspec.msgpack.decode(encode_event(Delete("k"))) == ["del", "k"]
     assert msgspec.msgpack.decode(encode_event(Batch((put("a", 1), Delete("b")), 1.5))) == [
         "batch",
-        [["put", "a", 1, None], ["del", "b"]],
+        [["put", "a", 1, None, 0], ["del", "b"]],
         1.5,
     ]
 
@@ -174,3 +174,9 @@ def test_expired_round_trips_alone_and_inside_a_batch():
     batch = Batch((expired, put("a", 1)), 13.0)
     assert decode_event(encode_event(batch)) == batch
     assert msgspec.msgpack.decode(encode_event(expired)) == ["exp", ["a", "b"], 12.5]
+
+
+def test_a_put_written_before_versions_were_recorded_decodes_with_version_0():
+    old = msgspec.msgpack.encode(["put", "k", 1, None])
+    assert decode_event(old).version == 0
+    assert decode_event(msgspec.msgpack.encode(["put", "k", 1, None, 7])).version == 7
