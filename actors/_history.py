@@ -163,8 +163,8 @@ def key_history(
     older: list[Version] = []
     if horizon >= floor:  # the changes from the floor to the horizon are the log's
         older = _logged_history(core, state, key, decode, floor, horizon)
-    versions = older + [_version(core, state, change, decode) for change in recent]
-    versions = [version for version in versions if version.seq >= floor]
+    versions = [version for version in older if version.seq >= floor]
+    versions += [_version(core, state, change, decode) for change in recent if change.seq >= floor]
     if limit is None:
         return versions
     return versions[max(0, len(versions) - limit) :] if limit else []
