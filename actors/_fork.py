@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
+import time as clocks
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
@@ -38,8 +38,15 @@ def write_fork(
     *,
     key_type: Literal["str", "bytes"],
     decode_scalars: bool,
+    time: float,
+    keyed: bool = False,
 ) -> None:
     """Write a key space at ``folder`` holding ``items`` as the state of record ``seq``.
+
+    ``time`` is record ``seq``'s commit time in the source: the fork's point keeps it, and
+    the fork's own records never go back from it. The fork starts a hash chain of its own
+    (keyed like the store's logs when ``keyed``): its anchors prove its history from the
+    point on; what came before is the source's.
 
     Raises:
         OSError: Something could not be written; nothing is left under ``folder``'s name.
@@ -49,7 +56,7 @@ def write_fork(
     for key, entry in items:
         keys.append(key)
         entries.append(entry)
-    tmp = folder.with_name(f"{FORKING_PREFIX}{folder.name}-{os.getpid()}-{time.monotonic_ns()}")
+    tmp = folder.with_name(f"{FORKING_PREFIX}{folder.name}-{os.getpid()}-{clocks.monotonic_ns()}")
     _fileio.make_dirs(tmp)
     try:
         listed: tuple[ListedSnapshot, ...] = ()
@@ -60,7 +67,7 @@ def write_fork(
             )
             info = write_snapshot(tmp, seq, KIND_KEYSPACE, schema, encode_chunks(keys, entries))
             listed = (ListedSnapshot(seq, info.path.name, info.bytes, info.items),)
-        create_segment(tmp, seq + 1, 0)
+        create_segment(tmp, seq + 1, 0, time=time, keyed=keyed)
         manifest = Manifest(
             format_version=FORMAT_VERSION, kind="keyspace", key_type=key_type, snapshots=listed
         )

@@ -327,7 +327,9 @@ class Store:
             if target in self._keyspaces or folder.exists():
                 msg = f"key space {target!r} exists; drop it first or fork to another name"
                 raise InvalidOperation(msg)
+            log = origin._core.log
             items = entries_as_of(origin._core, source, origin._state, point)
+            when = log.time_of(point) if point else 0.0
             with opening(folder, "writing a fork of key space " + repr(source) + " to"):
                 write_fork(
                     folder,
@@ -335,6 +337,8 @@ class Store:
                     items,
                     key_type="bytes" if origin.options.key_type is bytes else "str",
                     decode_scalars=origin._state.decode_scalars,
+                    time=when,
+                    keyed=self.options.chain_key is not None,
                 )
         options = origin.options
         return self.keyspace(
@@ -425,6 +429,10 @@ class Store:
                     check_replayed_key_type(name, actor, manifest.key_type)
                 with opening(directory, "writing the manifest of"):
                     write_manifest(directory, manifest)
+            elif stored.format_version < FORMAT_VERSION:  # the log continues in this format
+                upgraded = msgspec.structs.replace(stored, format_version=FORMAT_VERSION)
+                with opening(directory, "upgrading the manifest of"):
+                    write_manifest(directory, upgraded)
             core = ActorCore(
                 name,
                 actor,

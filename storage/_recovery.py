@@ -207,12 +207,15 @@ def recover(directory: Path, chain_key: bytes | None = None) -> RecoveredLog:
         path = create_segment(directory, last_seq + 1, newest.base_seq, keyed=keyed)
         segments.append(Segment(path, last_seq + 1))
         logger.info("%s continues in format version 2 from seq %d", directory, last_seq + 1)
-    elif newest.version < FORMAT_VERSION or header.keyed != keyed:
-        create_segment(directory, newest.base_seq, header.prev_base, keyed=keyed)
+    # An empty version-2 segment that starts a chain may still carry the time of the
+    # record before it (a fork's first segment): times must not go back from it.
+    start_time = header.time if newest.version >= FORMAT_VERSION and not kept else 0.0
+    if not kept and (newest.version < FORMAT_VERSION or header.keyed != keyed):
+        create_segment(directory, newest.base_seq, header.prev_base, keyed=keyed, time=start_time)
         segments[-1] = Segment(newest.path, newest.base_seq)
     upgraded = newest.version < FORMAT_VERSION
     return RecoveredLog(
-        segments, last_seq, SEGMENT_HEADER_SIZE, cut, ZERO_HEAD, 0.0, keyed, upgraded
+        segments, last_seq, SEGMENT_HEADER_SIZE, cut, ZERO_HEAD, start_time, keyed, upgraded
     )
 
 

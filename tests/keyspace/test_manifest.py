@@ -22,6 +22,7 @@ import pytest
 from actors import CorruptLog, EventSourcedActor, InvalidOption, Store
 from storage import _fileio
 from storage._format import FORMAT_VERSION
+from storage.manifest import read_manifest, write_manifest
 from tests.keyspace.conftest import keyspace_dir, log_bytes
 from tests.storage.faults import DurabilityTracker
 from tests.storage.helpers import flip_bit
@@ -244,3 +245,14 @@ def test_the_manifest_is_durable_before_the_first_record_is_written(
         with pytest.raises(InvalidOption):
             store.keyspace("ks", key_type=bytes)
         assert store.keyspace("ks")["k"] == 1
+
+
+def test_a_manifest_of_format_1_says_2_once_its_log_continues_in_format_2(tmp_path):
+    with Store.open(tmp_path) as store:
+        store.keyspace("k").put("a", 1)
+    directory = tmp_path / "keyspaces" / "k"
+    old = read_manifest(directory)
+    write_manifest(directory, msgspec.structs.replace(old, format_version=1))
+    with Store.open(tmp_path) as store:
+        assert store.keyspace("k").get("a") == 1
+    assert read_manifest(directory) == old  # format 2 again, nothing else changed

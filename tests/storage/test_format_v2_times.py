@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from storage import HistoryUnavailable, InvalidOption, LogReader, SegmentedLog, verify
+from storage._segment import create_segment
 from tests.storage.helpers import payload, segment_paths, write_v1_log
 
 SEGMENT_BYTES = 4096
@@ -286,3 +287,16 @@ def test_queries_are_exact_while_another_thread_appends(tmp_path: Path):
             stop.set()
             writer.join(30)
         assert not writer.is_alive()
+
+
+def test_an_empty_first_segment_keeps_the_time_of_the_record_before_it(tmp_path):
+    # A fork's log starts with an empty segment after its point: the point's time is the
+    # log's last time, and the fork's own records never go back from it.
+    create_segment(tmp_path, 14, 0, time=5_000.0)
+    with SegmentedLog.open(tmp_path, clock=lambda: 1.0) as log:
+        assert (log.first_seq, log.last_seq, log.last_time) == (14, 13, 5_000.0)
+        assert log.time_of(13) == 5_000.0
+        log.append(b"x")
+        assert log.time_of(14) == 5_000.0  # the clock is behind: the time does not go back
+    with SegmentedLog.open(tmp_path, clock=lambda: 6_000.0, chain_key=None) as log:
+        assert log.time_of(14) == 5_000.0
