@@ -19,16 +19,16 @@ Keys are ``key0000000000042``; values 100 random bytes unless said otherwise. Ru
 ``pytest bench/test_history_bench.py --benchmark-only`` (``-s`` prints the figures).
 
 Measured (three runs, median of the medians and the range; a 2-core VM shared with other
-work): 100,000 gets 3.3M/s plain (2.9-3.4), 0.54M/s through a view of now (0.47-0.57) and
-0.56M/s through a view of a recent seq (0.47-0.57): short of 1M/s, and a view of now costs
-6x a plain read. ``history`` of 1,000 versions 0.52 ms written in this process
-(0.51-0.54), 12.5 ms once replayed at open (11.7-13.3: each version's time is read from the
-log), 10.3 ms from the log (10.2-13.7). 100,000-key scans 1.03M items/s now (0.84-1.08),
-0.97M/s through a view of now, 1.01M/s through a view of a recent seq: short of 2M/s (the
-same scan ran at 3.3M/s before scans were chunked and pinned, 1.36M/s after, in
-``test_bench_keyspace.py``). 311 B per kept version with its 100-byte value, 178 B beside
-the value's 133 B. Under load: median put 0.31 ms quiet (0.303-0.312), 1.71 ms while
-scanning (1.67-1.77), every one of 24-29 scans per run consistent.
+work): 100,000 gets 3.5M/s plain (3.0-3.8), 0.59M/s through a view of now (0.49-0.63) and
+0.57M/s through a view of a recent seq (0.55-0.64): short of 1M/s, and a view of now costs
+6x a plain read. ``history`` of 1,000 versions 0.48 ms written in this process
+(0.47-0.56), 10.4 ms once replayed at open (10.3-14.1: each version's time is read from the
+log), 9.96 ms from the log (9.65-10.3). 100,000-key scans 1.03M items/s now (0.99-1.08),
+1.02M/s through a view of now, 1.07M/s through a view of a recent seq: short of 2M/s (the
+same scan in ``test_bench_keyspace.py`` ran at 3.3M/s before scans were chunked and pinned,
+1.36M/s after). 311 B per kept version with its 100-byte value, 178 B beside the value's
+133 B. Under load: median put 0.26 ms quiet (0.25-0.31), 1.67 ms while scanning
+(1.64-1.69), every one of 22-27 scans per run consistent.
 """
 
 from __future__ import annotations
