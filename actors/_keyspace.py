@@ -166,7 +166,7 @@ class KeySpace(MutableMapping[Any, Any]):
         self._check_range(start, stop, limit)
         found = self._state.scan(start, stop, reverse=reverse, limit=limit)
         value = self._value
-        return ((key, value(key, entry)) for key, entry in found)
+        return ((key, entry.value if entry.decoded else value(key, entry)) for key, entry in found)
 
     def prefix(
         self, prefix: Any, *, reverse: bool = False, limit: int | None = None

@@ -92,9 +92,14 @@ class KeySpaceView:
 
     def get(self, key: Any, default: Any = None) -> Any:
         """The value of ``key`` as of the view's point, or ``default``."""
-        entry = self._entry(key)
+        if type(key) is not self._key_type or self._closed:  # the usual key: no calls
+            self._reads.check_key(key)
+            self._readable()
+        entry: StoredEntry | None = self._source.get_at(key, self.seq, self.time)
         if entry is None:
             return default
+        if entry.decoded:
+            return entry.value
         return self._reads.decode(key, entry)
 
     def get_entry(self, key: Any) -> Entry | None:
@@ -123,7 +128,7 @@ class KeySpaceView:
         self._reads.check_range(start, stop, limit)
         decoded = self._reads.decode
         return (
-            (key, decoded(key, entry))
+            (key, entry.value if entry.decoded else decoded(key, entry))
             for key, entry in self._scan(start, stop, reverse=reverse, limit=limit)
         )
 

@@ -75,7 +75,8 @@ class ScanPin:
     __del__ = release
 
 
-def _seq_of(state: KeyState) -> int:
+def seq_of(state: KeyState) -> int:
+    """The seq a state was made by (the bisection key of a key's states)."""
     return state.seq
 
 
@@ -147,7 +148,7 @@ class RecentVersions:
             self.horizon = seq
             for key in touched:
                 states = by_key[key]
-                del states[: bisect_right(states, seq, key=_seq_of) - 1]
+                del states[: bisect_right(states, seq, key=seq_of) - 1]
                 if len(states) == 1:  # unchanged since the horizon: the plain entry
                     del by_key[key]
                     if type(states[0]) is Tombstone:
@@ -172,8 +173,28 @@ class RecentVersions:
         states = self.by_key.get(key)
         if states is None:
             return entries.get(key)
-        state = states[max(0, bisect_right(states, seq, key=_seq_of) - 1)]
+        state = states[-1]  # usually the current state is the point's too
+        if state.seq > seq:
+            state = states[max(0, bisect_right(states, seq, key=seq_of) - 1)]
         return None if type(state) is Tombstone else state  # type: ignore[return-value]
+
+    def states_at(
+        self, entries: dict[Any, Entry], keys: list[Any], seq: int
+    ) -> list[tuple[Any, Entry | None]]:
+        """``(key, state_at(key))`` for each of ``keys`` (a scan's chunk: inlined)."""
+        by_key_get = self.by_key.get
+        found: list[tuple[Any, Entry | None]] = []
+        append = found.append
+        for key in keys:
+            states = by_key_get(key)
+            if states is None:  # a key of the entries (a removed one always has states)
+                append((key, entries[key]))
+                continue
+            state = states[-1]
+            if state.seq > seq:
+                state = states[max(0, bisect_right(states, seq, key=seq_of) - 1)]
+            append((key, None if type(state) is Tombstone else state))  # type: ignore[arg-type]
+        return found
 
     def changes_of(self, key: Any) -> list[KeyState]:
         """``key``'s kept states after the horizon, oldest first (a copy)."""
