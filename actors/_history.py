@@ -243,8 +243,8 @@ def seq_at(core: ActorCore, state: KVState, time: float) -> int:
 
 def check_seq(name: str, seq: object, last: int) -> int:
     """``seq`` as a point to read at, checked against the newest committed record."""
-    if isinstance(seq, bool) or not isinstance(seq, int):
-        msg = f"seq must be an int, got {type(seq).__name__}"
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+        msg = f"seq must be an int >= 0, got {seq!r:.40}"
         raise InvalidInput(msg)
     if seq > last:
         msg = f"{name}: seq {seq} is after the last committed record {last}"

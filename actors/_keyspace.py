@@ -164,9 +164,15 @@ class KeySpace(MutableMapping[Any, Any]):
             KeyspaceClosed: The key space was closed or dropped.
         """
         self._check_range(start, stop, limit)
-        found = self._state.scan(start, stop, reverse=reverse, limit=limit)
+        return self._decoded(self._state.scan_chunks(start, stop, reverse=reverse, limit=limit))
+
+    def _decoded(
+        self, chunks: Iterator[list[tuple[Any, StoredEntry]]]
+    ) -> Iterator[tuple[Any, Any]]:
         value = self._value
-        return ((key, entry.value if entry.decoded else value(key, entry)) for key, entry in found)
+        for chunk in chunks:
+            for key, entry in chunk:
+                yield key, (entry.value if entry.decoded else value(key, entry))
 
     def prefix(
         self, prefix: Any, *, reverse: bool = False, limit: int | None = None

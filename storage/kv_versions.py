@@ -80,6 +80,21 @@ def seq_of(state: KeyState) -> int:
     return state.seq
 
 
+def state_before(states: list[KeyState], seq: int) -> KeyState:
+    """The last of a key's states made at or before ``seq`` (``states[0]`` if none is).
+
+    A recent point is usually a step or two back from the end: walk back a few states
+    before bisecting (a bisection with a key calls back into Python at every step).
+    """
+    index = len(states) - 2
+    stop = max(0, index - 4)
+    while index > stop and states[index].seq > seq:
+        index -= 1
+    if states[index].seq > seq:
+        index = max(0, bisect_right(states, seq, hi=index, key=seq_of) - 1)
+    return states[index]
+
+
 class RecentVersions:
     """The changes after ``horizon``, by key and in commit order, and their records' times."""
 
@@ -175,7 +190,7 @@ class RecentVersions:
             return entries.get(key)
         state = states[-1]  # usually the current state is the point's too
         if state.seq > seq:
-            state = states[max(0, bisect_right(states, seq, key=seq_of) - 1)]
+            state = state_before(states, seq)
         return None if type(state) is Tombstone else state  # type: ignore[return-value]
 
     def states_at(
@@ -192,7 +207,7 @@ class RecentVersions:
                 continue
             state = states[-1]
             if state.seq > seq:
-                state = states[max(0, bisect_right(states, seq, key=seq_of) - 1)]
+                state = state_before(states, seq)
             append((key, None if type(state) is Tombstone else state))  # type: ignore[arg-type]
         return found
 

@@ -38,9 +38,8 @@ import heapq
 import math
 import threading
 import time
-from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator
-from itertools import islice
+from itertools import chain, islice
 from typing import Any
 
 import msgspec
@@ -52,7 +51,7 @@ from storage.kv_versions import (
     RecentVersions,
     ScanPin,
     Tombstone,
-    seq_of,
+    state_before,
 )
 
 __all__ = ["Entry", "KVState"]
@@ -402,10 +401,20 @@ class KVState:
         call, however long the iteration takes; the lock is held for one chunk of keys at a
         time (see :meth:`scan_at`). O(log n + m) for m results.
         """
+        return chain.from_iterable(self.scan_chunks(start, stop, reverse=reverse, limit=limit))
+
+    def scan_chunks(
+        self,
+        start: Any = None,
+        stop: Any = None,
+        *,
+        reverse: bool = False,
+        limit: int | None = None,
+    ) -> Iterator[list[tuple[Any, Entry]]]:
+        """:meth:`scan`, a chunk (a list) at a time: one generator step per chunk."""
         with self.lock:
-            seq = self.seq
-            pin = self.pin(seq)
-        return self.scan_at(pin, start, stop, self.clock(), reverse=reverse, limit=limit)
+            pin = self.pin(self.seq)
+        return self._scan_chunks(pin, start, stop, self.clock(), reverse, limit)
 
     def pin(self, seq: int) -> ScanPin:
         """Keep the changes after ``seq`` in memory while the returned pin lives. Under lock."""
@@ -434,7 +443,7 @@ class KVState:
         writer waits at most that long however large the range; between chunks the pinned
         seq keeps every change after it in memory, so later chunks still see that point.
         """
-        return self._scan_chunks(pin, start, stop, now, reverse, limit)
+        return chain.from_iterable(self._scan_chunks(pin, start, stop, now, reverse, limit))
 
     def _scan_chunks(
         self,
@@ -444,7 +453,7 @@ class KVState:
         now: float,
         reverse: bool,
         limit: int | None,
-    ) -> Iterator[tuple[Any, Entry]]:
+    ) -> Iterator[list[tuple[Any, Entry]]]:
         seq = pin.seq
         remaining = math.inf if limit is None else limit
         low, high, inclusive = start, stop, (True, False)
@@ -453,12 +462,17 @@ class KVState:
                 keys, found = self._scan_chunk(seq, low, high, inclusive, reverse)
                 if not keys:
                     return
-                for key, entry in found:
-                    if entry is not None and (entry.expires_at is None or entry.expires_at > now):
-                        yield key, entry
-                        remaining -= 1
-                        if remaining <= 0:
-                            return
+                alive = [
+                    (key, entry)
+                    for key, entry in found
+                    if entry is not None and (entry.expires_at is None or entry.expires_at > now)
+                ]
+                if len(alive) >= remaining:
+                    yield alive[: int(remaining)]
+                    return
+                remaining -= len(alive)
+                if alive:
+                    yield alive
                 if len(keys) < SCAN_CHUNK:
                     return
                 if reverse:
@@ -506,7 +520,7 @@ class KVState:
                 else:  # a commit may trim the list under the bisection: then read again
                     state = states[-1]
                     if state.seq > seq:
-                        state = states[max(0, bisect_right(states, seq, key=seq_of) - 1)]
+                        state = state_before(states, seq)
                     entry = None if type(state) is Tombstone else state
             except IndexError:
                 entry = None
