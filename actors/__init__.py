@@ -12,6 +12,7 @@ from actors._history import Version
 from actors._keyspace import Entry, KeySpace, KeySpaceOptions, Receipt, WriteBatch
 from actors._snapshots import CompactionReport
 from actors._store import Store
+from actors._subscription import ActorEvent, Change, Subscription
 from actors._view import KeySpaceView
 from storage.chain import Anchor
 from storage.errors import (
@@ -40,12 +41,14 @@ from storage.errors import (
 from storage.snapshot import SnapshotInfo
 
 __all__ = [
+    "ActorEvent",
     "ActorHandle",
     "ActorKVError",
     "ActorStats",
     "ActorStopped",
     "Anchor",
     "ChainKeyMismatch",
+    "Change",
     "CompactionReport",
     "CorruptLog",
     "Entry",
@@ -72,6 +75,7 @@ __all__ = [
     "Store",
     "StoreForked",
     "StoreLocked",
+    "Subscription",
     "ValueTypeMismatch",
     "Version",
     "VersionConflict",

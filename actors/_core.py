@@ -53,6 +53,7 @@ from storage.errors import (
     ReplayFailed,
     WriteFailed,
 )
+from storage.positions import Positions
 from storage.snapshot import SnapshotInfo
 
 logger = logging.getLogger("actorkv.actors")
@@ -324,7 +325,17 @@ class ActorCore:
         self.counters = counters
         self.new_future = new_future
         self.listeners: list[Callable[[Published], None]] = []
-        """Called with each :class:`Published` group, after the actor's ``on_published``."""
+        """Called with each :class:`Published` group, after the actor's ``on_published``.
+
+        Replaced, never mutated, by :meth:`add_listener` / :meth:`remove_listener`, so the
+        writer iterates a list nobody changes under it."""
+        self.published_seq = log.last_seq
+        """The last record published (durable, visible to readers); set before listeners."""
+        self.positions: Positions | None = None
+        """Named subscriptions' durable positions (set by the store)."""
+        self.holds: dict[object, Callable[[], int]] = {}
+        """Readers of the log that retention must wait for: each gives the first seq it
+        still needs (subscriptions: their position; named ones also from their files)."""
         self._actor = actor
         self._codec = codec
         self._home: Home | None = None
@@ -711,6 +722,7 @@ class ActorCore:
             self._durable_state = self._actor.state
             numbered = list(zip(range(first, last + 1), events, strict=True))
             published = Published(first, last, numbered, self.log.last_time)
+            self.published_seq = last
             try:
                 self._actor.on_published(published)
                 for listener in self.listeners:
@@ -864,13 +876,24 @@ class ActorCore:
         elif not asked:  # nobody else hears of it
             logger.error("%s: the snapshot at seq %d failed: %s", self.name, seq, error)
 
+    def add_listener(self, listener: Callable[[Published], None]) -> None:
+        """Call ``listener`` with every group published from now on (in the writer)."""
+        self.listeners = [*self.listeners, listener]
+
+    def remove_listener(self, listener: Callable[[Published], None]) -> None:
+        """Stop calling ``listener`` (it may see one more group already under way)."""
+        self.listeners = [known for known in self.listeners if known is not listener]
+
     def _drop_history(self, snapshot_seq: int) -> CompactionReport:
         retention = self.policy.retention
         if retention is None or snapshot_seq == 0:
             return CompactionReport(0, 0, self.log.first_seq)
         before = None if retention == 0 else time.time() - retention
+        keep_from = snapshot_seq + 1
+        for needed in list(self.holds.values()):  # a subscriber still reading older records
+            keep_from = min(keep_from, needed())
         try:
-            dropped, freed = self.log.drop_segments(snapshot_seq + 1, written_before=before)
+            dropped, freed = self.log.drop_segments(keep_from, written_before=before)
         except ActorKVError:
             logger.exception("%s: could not drop history below seq %d", self.name, snapshot_seq)
             return CompactionReport(0, 0, self.log.first_seq)

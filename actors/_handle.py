@@ -8,7 +8,9 @@ from typing import Any, Generic, TypeVar
 from actors._actor import EventSourcedActor
 from actors._core import ActorCore, ActorStats, Command
 from actors._future import Future
+from actors._names import check_name
 from actors._snapshots import CompactionReport
+from actors._subscription import ActorEvent, Subscription, actor_events
 from storage.chain import Anchor
 from storage.errors import InvalidOperation, KeyspaceClosed, StopTimeout, StoreForked
 from storage.snapshot import SnapshotInfo
@@ -109,6 +111,19 @@ class ActorHandle(Generic[A]):
         something msgspec encodes, else the future raises ``InvalidOperation``.
         """
         return self._core.snapshot()
+
+    def subscribe(
+        self, from_seq: int | None = None, *, name: str | None = None
+    ) -> Subscription[ActorEvent]:
+        """Every durable event of the actor from ``from_seq`` on, as :class:`ActorEvent`.
+
+        The same delivery as ``KeySpace.subscribe`` (history, then live; never dropped;
+        ``name=`` for a durable, acknowledged position).
+        """
+        if name is not None:
+            check_name(name, "subscription")
+        core = self._core
+        return Subscription(core, actor_events, from_seq, name=name, positions=core.positions)
 
     def anchor(self) -> Anchor:
         """``Anchor(seq, head)`` of the actor's log now (see ``KeySpace.anchor``)."""

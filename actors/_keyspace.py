@@ -28,7 +28,9 @@ from actors._keyspace_input import (
     check_ttl,
     prefix_end,
 )
+from actors._names import check_name
 from actors._snapshots import CompactionReport
+from actors._subscription import Change, Subscription, keyspace_changes
 from actors._transaction import TransactionBatch, TransactionView
 from actors._view import KeySpaceView, SnapshotItems, SnapshotValues, ViewReads
 from storage.chain import Anchor
@@ -235,6 +237,36 @@ class KeySpace(MutableMapping[Any, Any]):
         pin = state.pin_at(point)
         source = state if pin is not None else history.state_as_of(core, self.name, point, state)
         return KeySpaceView(self.name, self.options.key_type, source, pin, when, reads)
+
+    def subscribe(
+        self, from_seq: int | None = None, *, prefix: Any = None, name: str | None = None
+    ) -> Subscription[Change]:
+        """Every durable change from ``from_seq`` on (None: the next one), in seq order.
+
+        An iterator of :class:`Change` (``async for`` too, without blocking the loop):
+        history from the log first when ``from_seq`` is in the past, then live, with no gap
+        and no duplicate; a subscriber that falls behind reads the log and is never
+        dropped. ``prefix`` keeps the keys that start with it. ``name`` makes it durable:
+        ``sub.ack(seq)`` records its position, retention keeps what it has not
+        acknowledged, and ``subscribe(name=...)`` resumes after its last ack. Close it
+        (or use ``with``) when done. See ``actors/_subscription.py``.
+
+        Raises:
+            HistoryUnavailable: ``from_seq`` is below the log's first record.
+            InvalidInput, InvalidName, InvalidKey: A bad position, name or prefix.
+        """
+        self._check_open()
+        if prefix is not None:
+            self._check_key_type(prefix)
+        if name is not None:
+            check_name(name, "subscription")
+
+        def decode(key: Any, raw: bytes) -> Any:
+            return self._value(key, StoredEntry(raw, 0, 0, None))
+
+        expand = keyspace_changes(decode, prefix)
+        core = self._core
+        return Subscription(core, expand, from_seq, name=name, positions=core.positions)
 
     def anchor(self) -> Anchor:
         """``Anchor(seq, head)``: the hash chain's head after the newest record.

@@ -55,6 +55,7 @@ from storage.errors import (
 from storage.kv_versions import DEFAULT_RECENT_VERSIONS
 from storage.log import FsyncPolicy
 from storage.manifest import Manifest, write_manifest
+from storage.positions import Positions
 
 if TYPE_CHECKING:  # Python 3.10 has no typing.Self
     from typing_extensions import Self
@@ -444,6 +445,8 @@ class Store:
                 policy=msgspec.structs.replace(history, replay_rate=rate),
                 since_snapshot=counters.records_replayed,
             )
+            positions = core.positions = Positions(directory)
+            core.holds["named subscriptions"] = lambda: positions.lowest_needed() or 2**63
             self._runtime.start(core)
         except BaseException:
             log.close()

@@ -31,7 +31,7 @@ from storage._format import DEFAULT_SEGMENT_BYTES, SEGMENT_HEADER_SIZE
 from storage._framing import Record, TimedRecord, encode_records
 from storage._lock import DirectoryLock
 from storage._options import FsyncPolicy, LogOptions, commit_time
-from storage._reading import read_chunks, read_records, read_timed_chunks
+from storage._reading import LogCursor, read_chunks, read_records, read_timed_chunks
 from storage._recovery import Segment, TailCut, recover
 from storage._segment import create_segment
 from storage._timeindex import TimeIndex, seq_at, time_of
@@ -386,6 +386,21 @@ class SegmentedLog:
     def read_timed_chunks(self, from_seq: int = 1) -> Iterator[list[TimedRecord]]:
         """Like :meth:`read_chunks`, as ``(seq, commit time, payload)`` (version 1: 0.0)."""
         return read_timed_chunks(*self._read_range(from_seq))
+
+    def cursor(self, from_seq: int) -> LogCursor:
+        """A reader that follows the log from ``from_seq``, each read going on from the last.
+
+        Thread-safe against appends (its reads use their own descriptors); one reader per
+        cursor.
+        """
+        self._read_range(from_seq)  # checks from_seq and that the log is open
+
+        def segments() -> list[Segment]:
+            with self._mutex:
+                self._check_open()
+                return list(self._segments)
+
+        return LogCursor(segments, from_seq)
 
     def time_of(self, seq: int) -> float:
         """The commit time of record ``seq`` (``0.0`` for a record of format version 1).
