@@ -10,6 +10,7 @@ from actors._future import Future
 from actors._handle import ActorHandle
 from actors._history import Version
 from actors._keyspace import Entry, KeySpace, KeySpaceOptions, Receipt, WriteBatch
+from actors._projection import Advanced, Projection
 from actors._snapshots import CompactionReport
 from actors._store import Store
 from actors._subscription import ActorEvent, Change, Subscription
@@ -46,6 +47,7 @@ __all__ = [
     "ActorKVError",
     "ActorStats",
     "ActorStopped",
+    "Advanced",
     "Anchor",
     "ChainKeyMismatch",
     "Change",
@@ -67,6 +69,7 @@ __all__ = [
     "KeyspaceClosed",
     "NotALog",
     "OpenFailed",
+    "Projection",
     "Published",
     "Receipt",
     "ReplayFailed",

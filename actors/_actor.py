@@ -219,10 +219,13 @@ class EventSourcedActor(Generic[S]):
 def command_names(actor_class: type) -> frozenset[str]:
     """The public methods of ``actor_class`` that are commands."""
     names = set()
+    hooks: frozenset[str] = getattr(actor_class, "hooks", frozenset())  # the framework's
     for klass in actor_class.__mro__:
         if klass in (EventSourcedActor, Generic, object):
             continue
         for name, member in vars(klass).items():
-            if not name.startswith("_") and name not in FRAMEWORK_NAMES and callable(member):
+            if name.startswith("_") or name in FRAMEWORK_NAMES or name in hooks:
+                continue
+            if callable(member):
                 names.add(name)
     return frozenset(names)

@@ -18,32 +18,29 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import msgspec
-
-from actors._actor import EventSourcedActor, command_names
-from actors._core import ActorCore, Counters, ReplayProgress, replay
-from actors._events import event_codec_for
+from actors._actor import EventSourcedActor
+from actors._core import ReplayProgress
 from actors._fork import finish_forks, write_fork
 from actors._future import Future
-from actors._handle import HANDLE_NAMES, ActorHandle
+from actors._handle import ActorHandle
 from actors._history import entries_as_of
 from actors._keyspace import KeySpace, KeySpaceOptions
 from actors._keyspace_actor import KeySpaceActor
 from actors._names import check_name
-from actors._snapshots import HistoryPolicy, KeySpaceSnapshots, Snapshots, StateSnapshots
+from actors._projection import Projection, ProjectionFeeder, feed_class_check
+from actors._snapshots import HistoryPolicy
+from actors._starting import start_actor
 from actors._store_checks import (
     check_clock,
     check_history,
-    check_manifest,
-    check_replayed_key_type,
     qualified_name,
-    replay_rate,
 )
 from actors.runtimes import PykkaRuntime
-from storage import DEFAULT_SEGMENT_BYTES, DirectoryLock, LogOptions, SegmentedLog, _fileio
+from storage import DEFAULT_SEGMENT_BYTES, DirectoryLock, LogOptions, _fileio
 from storage._format import FORMAT_VERSION
 from storage.errors import (
     ActorStopped,
+    InvalidInput,
     InvalidName,
     InvalidOperation,
     InvalidOption,
@@ -54,8 +51,7 @@ from storage.errors import (
 )
 from storage.kv_versions import DEFAULT_RECENT_VERSIONS
 from storage.log import FsyncPolicy
-from storage.manifest import Manifest, write_manifest
-from storage.positions import Positions
+from storage.manifest import Manifest
 
 if TYPE_CHECKING:  # Python 3.10 has no typing.Self
     from typing_extensions import Self
@@ -65,6 +61,7 @@ __all__ = ["Store"]
 logger = logging.getLogger("actorkv.actors")
 
 A = TypeVar("A", bound=EventSourcedActor[Any])
+P = TypeVar("P", bound=Projection[Any])
 
 ACTORS_DIR = "actors"
 KEYSPACES_DIR = "keyspaces"
@@ -108,6 +105,7 @@ class Store:
         self._forked = False
         self._runtime = PykkaRuntime()
         self._history = history
+        self._feeders: dict[str, ProjectionFeeder] = {}
 
     @classmethod
     def open(
@@ -225,6 +223,45 @@ class Store:
             )
             self._handles[name] = handle
             return handle
+
+    def projection(
+        self,
+        name: str,
+        projection_class: type[P],
+        /,
+        *args: Any,
+        sources: list[str],
+        **kwargs: Any,
+    ) -> ActorHandle[P]:
+        """Start (or resume) the projection ``name`` fed by the key spaces ``sources``.
+
+        A projection is an actor (``actors.Projection``) that applies every change of its
+        sources exactly once, whatever crashes: its derived events and how far it has read
+        each source are written in the same record (see ``actors/_projection.py``). The
+        sources are opened with default options if they are not open. Returns its handle
+        (read it like any actor's). It stops with the store.
+
+        Raises:
+            TypeError: Not a Projection subclass defining ``project``.
+            InvalidInput: No sources, or a source named twice.
+        """
+        feed_class_check(projection_class)
+        if not sources or len(set(sources)) != len(sources):
+            msg = f"projection() needs distinct source key space names, got {sources!r}"
+            raise InvalidInput(msg)
+        handle = self.spawn(name, projection_class, *args, **kwargs)
+        with self._mutex:
+            self._check_open()
+            running = self._feeders.get(name)
+        if running is not None and running.failure is None:
+            return handle
+        keyspaces = {}
+        for source in sources:
+            opened = self._keyspaces.get(source)
+            keyspaces[source] = opened if opened is not None else self.keyspace(source)
+        with self._mutex:
+            self._feeders[name] = ProjectionFeeder(handle, keyspaces, name)
+        return handle
 
     def keyspace(
         self,
@@ -389,69 +426,17 @@ class Store:
         manifest: Manifest,
         history: HistoryPolicy,
     ) -> tuple[ActorHandle[A], A]:
-        codec = event_codec_for(actor_class)
-        commands = command_names(actor_class)
-        shadowed = sorted(commands & HANDLE_NAMES)
-        if shadowed:
-            msg = (
-                f"{actor_class.__name__} has commands named like ActorHandle members "
-                f"({', '.join(shadowed)}); rename them so handle.{shadowed[0]}() is not ambiguous"
-            )
-            raise TypeError(msg)
-        actor = actor_class(*args, **kwargs)
-        actor._esa_encode = codec.encode_one
-        options = self.options
-        log = SegmentedLog.open(
+        return start_actor(
             directory,
-            segment_bytes=options.segment_bytes,
-            fsync=options.fsync,
-            fsync_interval=options.fsync_interval,
-            clock=options.clock,
-            chain_key=options.chain_key,
+            actor_class,
+            args,
+            kwargs,
+            manifest,
+            history,
+            options=self.options,
+            runtime=self._runtime,
+            progress=self._progress,
         )
-        counters = Counters()
-        name = directory.name
-        try:
-            stored = check_manifest(log, manifest)
-            snapshot_codec = (
-                KeySpaceSnapshots()
-                if isinstance(actor, KeySpaceActor)
-                else StateSnapshots(actor_class)
-            )
-            snapshots = Snapshots(directory, snapshot_codec)
-            if isinstance(actor, KeySpaceActor):
-                actor.keep_replayed_versions(log.last_seq)
-            recovered = snapshots.recover(actor, log.first_seq, log.last_seq)
-            started = time.perf_counter()
-            replay(name, actor, log, codec, counters, self._progress, snapshot=recovered)
-            rate = replay_rate(counters.records_replayed, time.perf_counter() - started)
-            if stored is None:  # new, or written before manifests: record it now
-                if manifest.key_type is not None and isinstance(actor, KeySpaceActor):
-                    check_replayed_key_type(name, actor, manifest.key_type)
-                with opening(directory, "writing the manifest of"):
-                    write_manifest(directory, manifest)
-            elif stored.format_version < FORMAT_VERSION:  # the log continues in this format
-                upgraded = msgspec.structs.replace(stored, format_version=FORMAT_VERSION)
-                with opening(directory, "upgrading the manifest of"):
-                    write_manifest(directory, upgraded)
-            core = ActorCore(
-                name,
-                actor,
-                log,
-                codec,
-                counters,
-                self._runtime.future_type,
-                snapshots=snapshots,
-                policy=msgspec.structs.replace(history, replay_rate=rate),
-                since_snapshot=counters.records_replayed,
-            )
-            positions = core.positions = Positions(directory)
-            core.holds["named subscriptions"] = lambda: positions.lowest_needed() or 2**63
-            self._runtime.start(core)
-        except BaseException:
-            log.close()
-            raise
-        return ActorHandle(name, actor_class, core, commands), actor
 
     def _start_sweeper(self) -> None:
         if self._sweeper is None:
@@ -472,6 +457,11 @@ class Store:
                         keyspace._actor.sweep()  # fire and forget: the next tick retries
                     except KeyspaceClosed:
                         continue
+
+    def _stop_feeders_and_sweeper(self, timeout: float) -> None:
+        for feeder in list(self._feeders.values()):  # before their actors and sources stop
+            feeder.stop(timeout)
+        self._stop_sweeper.set()
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop every actor (answering queued commands, syncing logs), then unlock.
@@ -506,7 +496,7 @@ class Store:
             keyspaces = list(self._keyspaces.values())
             handles = [*self._handles.values(), *(keyspace._actor for keyspace in keyspaces)]
         _OPEN_STORES.discard(self)
-        self._stop_sweeper.set()
+        self._stop_feeders_and_sweeper(timeout)
         if self._sweeper is not None:
             self._sweeper.join()
         for keyspace in keyspaces:
