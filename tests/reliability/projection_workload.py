@@ -82,7 +82,13 @@ def amount(round_number: int, index: int) -> int:
     return round_number * 100_000 + index * 10 + 1
 
 
-def op_changes(round_number: int, writer: int, index: int, sources: int) -> tuple[str, list]:
+ChangeSpec = tuple[str, str, int | None]
+"""``(op, key, value)``: one change an operation makes."""
+
+
+def op_changes(
+    round_number: int, writer: int, index: int, sources: int
+) -> tuple[str, list[ChangeSpec]]:
     """The source operation ``index`` writes to and its changes ``(op, key, value)``."""
     stem, k, a = f"w{writer}:", (index // len(KINDS)) % KEYS, amount(round_number, index)
     kind = op_kind(index)
