@@ -38,6 +38,7 @@ logger = logging.getLogger("actorkv.actors")
 
 S = TypeVar("S")
 FEED_BATCH = 500  # changes handed over per command (one record, one fsync)
+SUBSCRIPTION_PREFIX = "projection."  # a projection's named subscription on each source
 
 
 class Advanced(msgspec.Struct, tag="actorkv.advanced", frozen=True):
@@ -46,6 +47,20 @@ class Advanced(msgspec.Struct, tag="actorkv.advanced", frozen=True):
     source: str
     seq: int
     index: int
+
+
+class AdvancedArray(msgspec.Struct, tag="actorkv.advanced", frozen=True, array_like=True):
+    """:class:`Advanced` for projections whose events are ``array_like``.
+
+    msgspec decodes a union of tagged Structs only if they are all encoded alike.
+    """
+
+    source: str
+    seq: int
+    index: int
+
+
+_POSITION_EVENTS = (Advanced, AdvancedArray)
 
 
 class Projection(EventSourcedActor[S], Generic[S]):
@@ -74,13 +89,20 @@ class Projection(EventSourcedActor[S], Generic[S]):
 
     _positions: dict[str, tuple[int, int]]
 
+    _advanced: ClassVar[type[Advanced | AdvancedArray]] = Advanced
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         declared = vars(cls).get("event_types")
         if declared is None and "apply" in vars(cls):
             declared = _annotated_events(cls)
-        if declared is not None and Advanced not in declared:
-            cls.event_types = (*declared, Advanced)
+        if declared is not None and not set(declared) & set(_POSITION_EVENTS):
+            array_like = any(
+                getattr(getattr(event, "__struct_config__", None), "array_like", False)
+                for event in declared
+            )
+            cls._advanced = AdvancedArray if array_like else Advanced
+            cls.event_types = (*declared, cls._advanced)
         if "apply" in vars(cls):
             cls.apply = _folding_positions(vars(cls)["apply"])  # type: ignore[method-assign]
 
@@ -103,7 +125,7 @@ class Projection(EventSourcedActor[S], Generic[S]):
             self.project(source, change)
             last = (seq, index)
         if last != done:
-            self.emit(Advanced(source, *last))
+            self.emit(self._advanced(source, *last))
 
     def positions(self) -> dict[str, tuple[int, int]]:
         """``{source: (seq, index)}``: how far each source has been applied."""
@@ -135,7 +157,7 @@ def _folding_positions(apply: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(apply)  # keeps its annotations resolvable (they name its events)
     def folded(self: Projection[Any], state: Any, event: Any) -> Any:
-        if type(event) is Advanced:
+        if type(event) in _POSITION_EVENTS:
             self._known_positions()[event.source] = (event.seq, event.index)
             return state
         return apply(self, state, event)
@@ -176,7 +198,12 @@ class ProjectionFeeder:
         for source, keyspace in sources.items():
             seq, index = positions.get(source, (0, -1))
             # From the record of the last applied change: its rest may not be applied yet.
-            subscription = keyspace.subscribe(from_seq=max(seq, 1) if seq else 1)
+            # Named, so that retention keeps that record and what follows while the
+            # projection is not running (the projection's own positions decide what is
+            # applied; the name's acks only hold the source's history).
+            subscription = keyspace.subscribe(
+                from_seq=max(seq, 1), name=f"{SUBSCRIPTION_PREFIX}{name}"
+            )
             self._subscriptions.append(subscription)
             thread = threading.Thread(
                 target=self._feed,
@@ -208,6 +235,9 @@ class ProjectionFeeder:
                     change = subscription.next(timeout=0)
                 if batch:
                     send(source, batch)
+                    first_needed = batch[-1][0]  # its record may hold changes still to come
+                    if first_needed - 1 > subscription.acked:
+                        subscription.ack(first_needed - 1)
         except StopIteration:
             return  # the subscription (or its key space) closed
         except BaseException as exc:
