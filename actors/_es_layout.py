@@ -35,6 +35,7 @@ __all__ = [
     "COUNTER_KEY",
     "EVENT_PREFIX",
     "MAX_NOTIFICATION_ID",
+    "NOTIFICATIONS_END",
     "NOTIFICATION_PREFIX",
     "NUMBER_DIGITS",
     "VERSION_OFFSET",
@@ -53,6 +54,7 @@ VERSION_OFFSET = 2**63  # versions -2**63 .. 2**63 - 1 map to 0 .. 2**64 - 1
 MAX_NOTIFICATION_ID = 2**63 - 1  # what the key space's 64-bit counter holds
 COUNTER_KEY = "c/notification_id"
 NOTIFICATION_PREFIX = "n/"
+NOTIFICATIONS_END = "n0"  # the first key after every n/ key ("0" follows "/")
 EVENT_PREFIX = "a/"
 _NUMBER = f"0{NUMBER_DIGITS}d"
 

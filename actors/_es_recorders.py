@@ -36,6 +36,7 @@ from actors._es_layout import (
     COUNTER_KEY,
     EVENT_PREFIX,
     MAX_NOTIFICATION_ID,
+    NOTIFICATIONS_END,
     VERSION_OFFSET,
     event_key,
     event_value,
@@ -261,7 +262,8 @@ class ActorKVApplicationRecorder(ActorKVAggregateRecorder, ApplicationRecorder):
         if first > last or limit <= 0:
             return []
         wanted = frozenset(topics)
-        upper = None if last == MAX_NOTIFICATION_ID else notification_key(last + 1)
+        # Past the last id: the prefix with its "/" raised to "0" (t/ keys sort after n/).
+        upper = NOTIFICATIONS_END if last == MAX_NOTIFICATION_ID else notification_key(last + 1)
         keyspace = self.keyspace
         get = keyspace.get
         found: list[Notification] = []
