@@ -722,9 +722,11 @@ class ActorCore:
             self._durable_state = self._actor.state
             numbered = list(zip(range(first, last + 1), events, strict=True))
             published = Published(first, last, numbered, self.log.last_time)
-            self.published_seq = last
             try:
                 self._actor.on_published(published)
+                # After the group is visible to readers, before the listeners: a subscriber
+                # starting after published_seq never misses what a read could not see yet.
+                self.published_seq = last
                 for listener in self.listeners:
                     listener(published)
             except BaseException as exc:

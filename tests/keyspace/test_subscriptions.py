@@ -26,6 +26,7 @@ from actors import (
     Subscription,
 )
 from actors import _subscription as subscription_module
+from storage.kvstate import KVState
 
 TIMEOUT = 30
 
@@ -360,3 +361,26 @@ def test_a_custom_actor_s_events_come_with_their_seq_and_time(tmp_path: Path) ->
             counter.blocking.add(2)
             got = take(sub, 2)
     assert got == [ActorEvent(1, 1_000.0, Added(1)), ActorEvent(2, 1_001.0, Added(2))]
+
+
+def test_a_subscription_taken_while_a_group_is_published_still_delivers_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Subscribing from "now" while a group is being made visible must not start after that
+    # group: a caller that then reads the state could see neither it nor its change.
+    taken: list[Subscription[Change]] = []
+    with Store.open(tmp_path) as store:
+        ks = store.keyspace("k")
+        publish = KVState.commit
+
+        def commit(state: KVState, first: int = 0, last: int = 0, time: float = 0.0) -> None:
+            if first and not taken:
+                taken.append(ks.subscribe())  # the group is durable, not yet visible
+            publish(state, first, last, time)
+
+        monkeypatch.setattr(KVState, "commit", commit)
+        ks.put("a", 1)
+        change = taken[0].next(timeout=TIMEOUT)
+        assert change is not None
+        assert (change.key, change.value) == ("a", 1)
+        taken[0].close()
