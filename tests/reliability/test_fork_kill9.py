@@ -27,9 +27,7 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
 import sys
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +35,7 @@ import pytest
 
 from actors import KeySpace, Store
 from tests.reliability import fork_kill9_workload as fw
+from tests.reliability.children import reap, start_child
 from tests.reliability.conftest import TIMEOUT
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,18 +79,9 @@ def run_child(
 
     ``kill_after=None``: the child kills itself (``--die-at``, in ``extra``).
     """
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    }
     argv = [sys.executable, str(CHILD), str(store_path), str(round_number), str(point), *extra]
     stderr_path = store_path.with_name(store_path.name + ".stderr")
-    with stderr_path.open("w") as stderr:
-        child = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, cwd=ROOT
-        )
-    watchdog = threading.Timer(TIMEOUT, child.kill)  # a hung child fails, never hangs
-    watchdog.start()
+    child, watchdog = start_child(argv, stderr_path)
     seen = Seen()
     try:
         assert child.stdout is not None
@@ -104,10 +94,7 @@ def run_child(
                 killed = True
         child.wait(TIMEOUT)
     finally:
-        watchdog.cancel()
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+        reap(child, watchdog)
     errors = stderr_path.read_text()
     assert child.returncode == -signal.SIGKILL, errors
     assert "Traceback" not in errors, errors

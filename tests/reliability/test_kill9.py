@@ -13,9 +13,7 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
 import sys
-import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Any
 
 from actors import Store
 from tests.reliability import crash_workload as wl
+from tests.reliability.children import reap, start_child
 from tests.reliability.conftest import TIMEOUT
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,17 +44,8 @@ class Round:
 
 def run_child(store_path: Path, round_number: int, kill_after: int, stderr_path: Path) -> Round:
     """Start the child; SIGKILL it once it has printed ``kill_after`` lines after ``ready``."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    }
     argv = [sys.executable, str(CHILD), str(store_path), str(round_number), str(WRITERS)]
-    with stderr_path.open("w") as stderr:
-        child = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, cwd=ROOT
-        )
-    watchdog = threading.Timer(TIMEOUT, child.kill)  # a hung child fails, never hangs
-    watchdog.start()
+    child, watchdog = start_child(argv, stderr_path)
     seen = Round()
     try:
         assert child.stdout is not None
@@ -67,10 +57,7 @@ def run_child(store_path: Path, round_number: int, kill_after: int, stderr_path:
                 killed = True
         child.wait(TIMEOUT)
     finally:
-        watchdog.cancel()
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+        reap(child, watchdog)
     errors = stderr_path.read_text()
     assert child.returncode == -signal.SIGKILL, errors
     assert "Traceback" not in errors, errors

@@ -22,9 +22,7 @@ import copy
 import os
 import random
 import signal
-import subprocess
 import sys
-import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -36,6 +34,7 @@ from storage._format import TMP_SUFFIX
 from storage.manifest import read_manifest
 from storage.snapshot import SNAPSHOT_SUFFIX, list_snapshots
 from tests.reliability import crash_history_workload as hw
+from tests.reliability.children import reap, start_child
 from tests.reliability.conftest import TIMEOUT
 from tests.reliability.test_kill9 import Round, parse
 
@@ -61,17 +60,8 @@ def run_child(
 
     ``kill_after=None``: the child kills itself (``--die-at``, in ``extra``).
     """
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    }
     argv = [sys.executable, str(CHILD), str(store_path), str(round_number), str(WRITERS), *extra]
-    with stderr_path.open("w") as stderr:
-        child = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, cwd=ROOT
-        )
-    watchdog = threading.Timer(TIMEOUT, child.kill)  # a hung child fails, never hangs
-    watchdog.start()
+    child, watchdog = start_child(argv, stderr_path)
     seen = Round()
     try:
         assert child.stdout is not None
@@ -86,10 +76,7 @@ def run_child(
                 killed = True
         child.wait(TIMEOUT)
     finally:
-        watchdog.cancel()
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+        reap(child, watchdog)
     errors = stderr_path.read_text()
     assert child.returncode == -signal.SIGKILL, errors
     assert "Traceback" not in errors, errors

@@ -29,9 +29,7 @@ import copy
 import os
 import random
 import signal
-import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -42,6 +40,7 @@ import pytest
 
 from actors import Store
 from tests.reliability import projection_workload as pw
+from tests.reliability.children import reap, start_child
 from tests.reliability.conftest import TIMEOUT
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,17 +94,8 @@ def parse(line: str, seen: Round) -> None:
 def run_child(store_path: Path, argv: list[str], kill: int, catchup: bool, err: Path) -> Round:
     """Start the child; SIGKILL it after ``kill`` write lines (a live round) or at the
     ``kill``-th position it reports short of the backlog's end (a catch-up round)."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    }
     command = [sys.executable, str(CHILD), str(store_path), *argv]
-    with err.open("w") as stderr:
-        child = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, cwd=ROOT
-        )
-    watchdog = threading.Timer(TIMEOUT, child.kill)  # a hung child fails, never hangs
-    watchdog.start()
+    child, watchdog = start_child(command, err)
     seen = Round()
     try:
         assert child.stdout is not None
@@ -123,10 +113,7 @@ def run_child(store_path: Path, argv: list[str], kill: int, catchup: bool, err: 
                 killed = True
         child.wait(TIMEOUT)
     finally:
-        watchdog.cancel()
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+        reap(child, watchdog)
     errors = err.read_text()
     assert child.returncode == -signal.SIGKILL, errors
     assert "Traceback" not in errors, errors

@@ -36,9 +36,7 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
 import sys
-import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +50,7 @@ from storage.codec import Batch, Delete, Expired, KVEvent, Put
 from storage.positions import POSITIONS_DIR
 from storage.reader import LogReader
 from tests.reliability import subscription_workload as sw
+from tests.reliability.children import reap, start_child
 from tests.reliability.conftest import TIMEOUT
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -120,19 +119,10 @@ def run_child(
 
     ``kill_after=None``: the child kills itself, at ``--die-at DYING[round_number]``.
     """
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    }
     argv = [sys.executable, str(CHILD), str(store_path), str(round_number), mode]
     if kill_after is None:
         argv += ["--die-at", DYING[round_number]]
-    with stderr_path.open("w") as stderr:
-        child = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, cwd=ROOT
-        )
-    watchdog = threading.Timer(TIMEOUT, child.kill)  # a hung child fails, never hangs
-    watchdog.start()
+    child, watchdog = start_child(argv, stderr_path)
     seen = Seen()
     try:
         assert child.stdout is not None
@@ -145,10 +135,7 @@ def run_child(
                 killed = True
         child.wait(TIMEOUT)
     finally:
-        watchdog.cancel()
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+        reap(child, watchdog)
     errors = stderr_path.read_text()
     assert child.returncode == -signal.SIGKILL, errors
     assert "Traceback" not in errors, errors
