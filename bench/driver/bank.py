@@ -44,6 +44,7 @@ WORKLOAD = "bank"
 CHUNK = 32  # balances per chunk of the ledger's state: copying 32 + accounts/32 per event
 ES_SQLITE = "fsync per command (WAL, synchronous=FULL: SQLite default)"
 ES_POPO = "none (in memory)"
+ES_ACTORKV = "fsync per command (actors.eventsourcing, ACTORKV_FSYNC=always)"
 NOTES = {
     "actorkv": "bench-local Ledger actor, state a tuple of 32-balance chunks",
     "eventsourcing": "aggregate cache of every account, fast-forward off, deep copies on",
@@ -96,8 +97,13 @@ def run_bank(ctx: RunContext) -> list[Row]:
     if Application is None:
         ctx.notice("bank: eventsourcing not installed; skipped (pip install eventsourcing)")
     else:
-        engines.append(("eventsourcing-sqlite", ES_SQLITE, _eventsourcing(ctx, "sqlite", accounts)))
-        engines.append(("eventsourcing-popo", ES_POPO, _eventsourcing(ctx, "popo", accounts)))
+        sqlite = _eventsourcing(ctx, "eventsourcing.sqlite", accounts)
+        engines.append(("eventsourcing-sqlite", ES_SQLITE, sqlite))
+        on_actorkv = _eventsourcing(ctx, "actors.eventsourcing", accounts)
+        engines.append(("eventsourcing-actorkv", ES_ACTORKV, on_actorkv))
+        engines.append(
+            ("eventsourcing-popo", ES_POPO, _eventsourcing(ctx, "eventsourcing.popo", accounts))
+        )
     expected = _expected_total(ops)
     rows = []
     for name, durability, make in engines:
@@ -324,14 +330,15 @@ if Application is not None:
 
 
 def _eventsourcing(
-    ctx: RunContext, recorder: str, accounts: int
+    ctx: RunContext, module: str, accounts: int
 ) -> Callable[[], AbstractContextManager[Engine]]:
     @contextmanager
     def make() -> Iterator[Engine]:
-        with ctx.fresh_dir(f"bank-es-{recorder}") as path:
+        with ctx.fresh_dir(f"bank-es-{module.replace('.', '-')}") as path:
             env = {
-                "PERSISTENCE_MODULE": f"eventsourcing.{recorder}",
+                "PERSISTENCE_MODULE": module,
                 "SQLITE_DBNAME": str(path / "bank.db"),
+                "ACTORKV_PATH": str(path / "store"),
                 "AGGREGATE_CACHE_MAXSIZE": str(accounts),
                 "AGGREGATE_CACHE_FASTFORWARD": "n",
             }
