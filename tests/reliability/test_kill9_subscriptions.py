@@ -53,7 +53,6 @@ from tests.reliability import subscription_workload as sw
 from tests.reliability.children import reap, start_child
 from tests.reliability.conftest import TIMEOUT
 
-ROOT = Path(__file__).resolve().parents[2]
 CHILD = Path(sw.__file__)
 ROUNDS_PER_STORE = 10
 CI_ROUNDS = 20
