@@ -130,11 +130,22 @@ class Subscription(Generic[T]):
         self._expand = expand
         self.name = name
         self._positions = positions
+        # Hold retention back before the position is checked (a snapshot may drop segments
+        # meanwhile); until it is known, everything is held. Weakly: a subscription dropped
+        # without close() must not be kept alive, nor hold retention, by the writer.
+        self._next = 1
+        self._listener = _weak_listener(core, self)
+        self._holding = object()
+        core.holds[self._holding] = self._listener.needed
+        weakref.finalize(self, core.holds.pop, self._holding, None)
+        published = core.published_seq
         if name is not None and positions is not None and from_seq is None:
             acked = positions.get(name)
             if acked is not None:
+                if acked > published:  # written before acks synced the log (older versions)
+                    acked = published
+                    positions.set(name, acked)
                 from_seq = acked + 1
-        published = core.published_seq
         start = published + 1 if from_seq is None else _check_from(core, from_seq, published)
         self._next = start  # the next seq to hand over (the position)
         self.acked = start - 1
@@ -151,12 +162,6 @@ class Subscription(Generic[T]):
         self._cursor: LogCursor | None = None  # where reading the log goes on from
         self.delivered = start - 1
         """The seq of the last change :meth:`next` returned."""
-        # Weakly: a subscription dropped without close() must not be kept alive (and keep
-        # holding retention back) by the writer's reference to it.
-        self._listener = _weak_listener(core, self)
-        self._holding = object()
-        core.holds[self._holding] = self._listener.needed
-        weakref.finalize(self, core.holds.pop, self._holding, None)
         core.add_listener(self._listener)
 
     # -- iteration ---------------------------------------------------------------------------
@@ -224,6 +229,10 @@ class Subscription(Generic[T]):
             )
             raise InvalidInput(msg)
         if self.name is not None and self._positions is not None and seq > self.acked:
+            # The records acknowledged must be as durable as the position: under
+            # fsync="interval" or "never" a power cut could otherwise leave the position
+            # past the log's end, and new records reusing those seqs would be skipped.
+            self._core.log.sync()
             self._positions.set(self.name, seq)
         self.acked = seq
 

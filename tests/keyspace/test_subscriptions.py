@@ -27,6 +27,7 @@ from actors import (
 )
 from actors import _subscription as subscription_module
 from storage.kvstate import KVState
+from tests.storage.faults import DurabilityTracker
 
 TIMEOUT = 30
 
@@ -384,3 +385,32 @@ def test_a_subscription_taken_while_a_group_is_published_still_delivers_it(
         assert change is not None
         assert (change.key, change.value) == ("a", 1)
         taken[0].close()
+
+
+def test_an_acknowledged_position_never_outlives_the_records_after_a_power_cut(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "store"
+    with Store.open(path) as store:
+        ks = store.keyspace("k")
+        ks.put("a", 0)
+        ks.subscribe(name="mailer").close()
+    with DurabilityTracker(root=tmp_path) as tracker:
+        store = Store.open(path, fsync="interval", fsync_interval=30)
+        ks = store.keyspace("k")
+        for i in range(1, 4):
+            ks.put("a", i)  # seqs 2..4: not fsynced by the log's own schedule
+        with ks.subscribe(name="mailer") as sub:
+            last = take(sub, 3)[-1]
+            sub.ack(last.seq)  # syncs the log through seq 4 before the position
+        tracker.cut_power()
+        store.close()
+        tracker.crash()
+    with Store.open(path) as store:
+        ks = store.keyspace("k")
+        assert ks.last_seq == 4  # the acknowledged records survived the cut
+        for i in range(4):
+            ks.put("b", i)
+        with ks.subscribe(name="mailer") as sub:
+            assert sub.acked == 4
+            assert [c.value for c in take(sub, 4)] == [0, 1, 2, 3]  # nothing skipped
