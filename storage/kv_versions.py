@@ -216,14 +216,6 @@ class RecentVersions:
         states = self.by_key.get(key)
         return [] if states is None else states[1:]
 
-    def before_changes(self, key: Any, entries: dict[Any, Entry]) -> Entry | None:
-        """``key``'s entry at the horizon, or None if it had none."""
-        states = self.by_key.get(key)
-        if states is None:
-            return entries.get(key)
-        base = states[0]
-        return None if type(base) is Tombstone else base  # type: ignore[return-value]
-
     def time_of(self, seq: int) -> float | None:
         """The commit time of record ``seq``, if it is kept here (else None)."""
         index = seq - self._times_at
