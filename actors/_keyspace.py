@@ -14,29 +14,23 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from actors import _history as history
 from actors._batch import WriteBatch
 from actors._core import ActorStats, Command
 from actors._future import Future
 from actors._handle import ActorHandle
-from actors._history import Version
 from actors._keyspace_actor import KeySpaceActor, Receipt
+from actors._keyspace_history import KeySpaceHistory
 from actors._keyspace_input import (
     KeySpaceOptions,
     check_expect,
-    check_time,
     check_ttl,
     prefix_end,
 )
-from actors._names import check_name
 from actors._snapshots import CompactionReport
-from actors._subscription import Change, Subscription, keyspace_changes
 from actors._transaction import TransactionBatch, TransactionView
-from actors._view import KeySpaceView, SnapshotItems, SnapshotValues, ViewReads
-from storage.chain import Anchor
+from actors._view import SnapshotItems, SnapshotValues
 from storage.codec import encode_value, on_fresh_stack
 from storage.errors import (
-    HistoryUnavailable,
     InvalidInput,
     InvalidKey,
     InvalidOption,
@@ -65,7 +59,7 @@ class Entry(msgspec.Struct, frozen=True):
     expires_at: float | None
 
 
-class KeySpace(MutableMapping[Any, Any]):
+class KeySpace(KeySpaceHistory, MutableMapping[Any, Any]):
     """A sorted, durable key-value map owned by one actor. Thread-safe; share it freely.
 
     Writes block until durable and return a :class:`Receipt`; ``*_async`` variants return a
@@ -196,136 +190,6 @@ class KeySpace(MutableMapping[Any, Any]):
 
     def _public_entry(self, key: Any, entry: StoredEntry) -> Entry:
         return Entry(self._value(key, entry), entry.version, entry.seq, entry.expires_at)
-
-    # -- history -----------------------------------------------------------------------------
-
-    def at(self, seq: int | None = None, *, time: float | None = None) -> KeySpaceView:
-        """A read-only view of the key space as of record ``seq``, or as of ``time``.
-
-        ``time=`` means the last record committed at or before it; neither means now.
-        Points since the last ``recent_versions`` changes read from memory (the current
-        point costs what a plain read costs); older ones are rebuilt once, from a snapshot
-        and the log, which costs about what a reopen costs. Expiry is judged at the
-        point's commit time (``seq=``), at ``time`` (``time=``), or now.
-
-        Raises:
-            HistoryUnavailable: The point is below the history floor (``stats()``).
-            InvalidInput: Both or a bad ``seq`` / ``time``, or a seq not yet committed.
-        """
-        self._check_open()
-        core, state = self._core, self._state
-        with state.lock:
-            current = state.seq
-        if seq is not None and time is not None:
-            msg = "at() takes seq= or time=, not both"
-            raise InvalidInput(msg)
-        if time is not None:
-            when = check_time(time)
-            point = history.seq_at(core, state, when)
-        elif seq is not None:
-            point = history.check_seq(self.name, seq, current)
-            when = None
-        else:
-            point, when = current, self._clock()
-        if point != current:
-            floor = history.history_floor(core)
-            if point < floor:
-                raise HistoryUnavailable(self.name, point, floor)
-        if when is None:
-            when = history.record_time(core, state, point) if point else 0.0
-        reads = ViewReads(self._check_key_type, self._value, self._public_entry, self._check_range)
-        pin = state.pin_at(point)
-        source = state if pin is not None else history.state_as_of(core, self.name, point, state)
-        return KeySpaceView(self.name, self.options.key_type, source, pin, when, reads)
-
-    def subscribe(
-        self, from_seq: int | None = None, *, prefix: Any = None, name: str | None = None
-    ) -> Subscription[Change]:
-        """Every durable change from ``from_seq`` on (None: the next one), in seq order.
-
-        An iterator of :class:`Change` (``async for`` too, without blocking the loop):
-        history from the log first when ``from_seq`` is in the past, then live, with no gap
-        and no duplicate; a subscriber that falls behind reads the log and is never
-        dropped. ``prefix`` keeps the keys that start with it. ``name`` makes it durable:
-        ``sub.ack(seq)`` records its position, retention keeps what it has not
-        acknowledged, and ``subscribe(name=...)`` resumes after its last ack. Close it
-        (or use ``with``) when done. See ``actors/_subscription.py``.
-
-        Raises:
-            HistoryUnavailable: ``from_seq`` is below the log's first record.
-            InvalidInput, InvalidName, InvalidKey: A bad position, name or prefix.
-        """
-        self._check_open()
-        if prefix is not None:
-            self._check_key_type(prefix)
-        if name is not None:
-            check_name(name, "subscription")
-
-        def decode(key: Any, raw: bytes) -> Any:
-            return self._value(key, StoredEntry(raw, 0, 0, None))
-
-        expand = keyspace_changes(decode, prefix)
-        core = self._core
-        return Subscription(core, expand, from_seq, name=name, positions=core.positions)
-
-    def anchor(self) -> Anchor:
-        """``Anchor(seq, head)``: the hash chain's head after the newest record.
-
-        Small enough to print (``str(anchor)``), store elsewhere or publish;
-        ``storage.verify(path, anchor=...)`` later proves the log still extends it, so no
-        record at or before ``seq`` was edited, removed or reordered since.
-        """
-        self._check_open()
-        return self._core.log.anchor()
-
-    def history(self, key: Any, *, limit: int | None = None) -> list[Version]:
-        """Every retained change of ``key``, oldest first: the newest ``limit`` if given.
-
-        Changes since the last ``recent_versions`` come from memory; older ones, down to
-        the history floor, are read from the log (a scan of it from the floor).
-        """
-        self._check_open()
-        self._check_key_type(key)
-        if limit is not None and (
-            isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
-        ):
-            msg = f"limit must be a non-negative int or None, got {limit!r}"
-            raise InvalidOption(msg)
-        return history.key_history(
-            self._core,
-            self._state,
-            key,
-            lambda raw: self._value(key, StoredEntry(raw, 0, 0, None)),
-            limit,
-        )
-
-    def seq_at(self, time: float) -> int:
-        """The last record committed at or before ``time`` (0 if none yet).
-
-        Raises:
-            HistoryUnavailable: ``time`` is before the oldest retained record.
-        """
-        self._check_open()
-        return history.seq_at(self._core, self._state, check_time(time))
-
-    def time_of(self, seq: int) -> float:
-        """The commit time of record ``seq``.
-
-        Raises:
-            HistoryUnavailable: The log no longer holds ``seq``. InvalidInput: ``seq`` is
-                not a committed record.
-        """
-        self._check_open()
-        with self._state.lock:
-            current = self._state.seq
-        point = history.check_seq(self.name, seq, current)
-        if point < 1:
-            msg = f"{self.name}: seq {seq} is not a record (records start at 1)"
-            raise InvalidInput(msg)
-        first = self._core.log.first_seq
-        if point < first:
-            raise HistoryUnavailable(self.name, point, first)
-        return history.record_time(self._core, self._state, point)
 
     def _value(self, key: Any, entry: StoredEntry) -> Any:
         if entry.decoded:
