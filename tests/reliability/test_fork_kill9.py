@@ -38,7 +38,6 @@ from tests.reliability import fork_kill9_workload as fw
 from tests.reliability.children import reap, start_child
 from tests.reliability.conftest import TIMEOUT
 
-ROOT = Path(__file__).resolve().parents[2]
 CHILD = Path(fw.__file__)
 ROUNDS_PER_STORE = 4
 CI_ROUNDS = 8

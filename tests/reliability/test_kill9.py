@@ -24,7 +24,6 @@ from tests.reliability import crash_workload as wl
 from tests.reliability.children import reap, start_child
 from tests.reliability.conftest import TIMEOUT
 
-ROOT = Path(__file__).resolve().parents[2]
 CHILD = Path(wl.__file__)
 WRITERS = 4
 ROUNDS_PER_STORE = 10

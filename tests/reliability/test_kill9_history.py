@@ -38,7 +38,6 @@ from tests.reliability.children import reap, start_child
 from tests.reliability.conftest import TIMEOUT
 from tests.reliability.test_kill9 import Round, parse
 
-ROOT = Path(__file__).resolve().parents[2]
 CHILD = Path(hw.__file__)
 WRITERS = 4
 ROUNDS_PER_STORE = 10

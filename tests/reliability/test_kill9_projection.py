@@ -43,7 +43,6 @@ from tests.reliability import projection_workload as pw
 from tests.reliability.children import reap, start_child
 from tests.reliability.conftest import TIMEOUT
 
-ROOT = Path(__file__).resolve().parents[2]
 CHILD = Path(pw.__file__)
 WRITERS = 4
 ROUNDS_PER_STORE = 4
