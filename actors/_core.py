@@ -234,7 +234,7 @@ def replay(
     for chunk in log.read_chunks(from_seq):
         seqs = [seq for seq, _ in chunk]
         payloads = [payload for _, payload in chunk]
-        decoded = _decode_chunk(actor, log, codec, seqs, payloads)
+        decoded = decode_chunk(log, codec, seqs, payloads)
         if bulk:
             try:
                 state = actor.apply_records(state, zip(seqs, decoded, strict=True))
@@ -257,14 +257,17 @@ def replay(
     logger.debug("%s: replayed %d events from %d records", name, events, records)
 
 
-def _decode_chunk(
-    actor: EventSourcedActor[Any],
+def decode_chunk(
     log: SegmentedLog,
     codec: EventCodec,
     seqs: list[int],
     payloads: list[bytes],
 ) -> list[tuple[Any, ...]]:
-    """Decode a chunk of records with one decoder call; find the bad one if that fails."""
+    """Decode a chunk of records with one decoder call; find the bad one if that fails.
+
+    Raises:
+        CorruptLog: A record does not decode as the actor's events (it names the seq).
+    """
     try:
         return codec.decode_many(payloads)
     except msgspec.DecodeError:
@@ -274,11 +277,11 @@ def _decode_chunk(
             codec.decode(payload)
         except msgspec.DecodeError as exc:
             reason = (
-                f"record {seq} does not decode as {type(actor).__name__}'s events ({exc}); "
+                f"record {seq} does not decode as {codec.actor_name}'s events ({exc}); "
                 "were event types changed without defaults for new fields?"
             )
             raise CorruptLog(log.directory, 0, reason) from exc
-    msg = f"{actor!r}: a chunk of records failed to decode, yet each of them decodes"
+    msg = f"{codec.actor_name}: a chunk of records failed to decode, yet each of them decodes"
     raise AssertionError(msg)  # pragma: no cover - msgspec would be inconsistent
 
 

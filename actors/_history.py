@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
+from actors._core import decode_chunk
 from storage.codec import Batch, Delete, Expired, KVEvent, Put
 from storage.errors import CorruptLog, HistoryUnavailable, InvalidInput
 from storage.kv_snapshot import load_state
@@ -126,7 +127,7 @@ def _replay_into(core: ActorCore, state: KVState, base_seq: int, seq: int) -> KV
     codec = core.codec
     for chunk in _records(core, base_seq + 1, seq):
         seqs = [record[0] for record in chunk]
-        decoded = codec.decode_many([record[2] for record in chunk])
+        decoded = decode_chunk(core.log, codec, seqs, [record[2] for record in chunk])
         state.apply_records(zip(seqs, decoded, strict=True))
     state.commit(0, seq)
     return state

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 import msgspec
 
+from actors._core import decode_chunk
 from storage._reading import LogCursor
 from storage.codec import Batch, Delete, Expired, Put
 from storage.errors import HistoryUnavailable, InvalidInput, KeyspaceClosed
@@ -321,7 +322,6 @@ class Subscription(Generic[T]):
         log = core.log
         if self._next < log.first_seq:
             raise HistoryUnavailable(core.name, self._next, log.first_seq)
-        decode = core.codec.decode
         try:
             cursor = self._cursor
             if cursor is None or cursor.next_seq != self._next:
@@ -331,8 +331,10 @@ class Subscription(Generic[T]):
             with self._cond:
                 self._closed = True
             raise StopIteration from None
-        for seq, time, payload in records:
-            self._buffer.extend(self._expand(seq, time, tuple(decode(payload))))
+        seqs = [record[0] for record in records]
+        decoded = decode_chunk(log, core.codec, seqs, [record[2] for record in records])
+        for (seq, time, _), events in zip(records, decoded, strict=True):
+            self._buffer.extend(self._expand(seq, time, events))
             self._next = seq + 1
         return bool(records)
 
