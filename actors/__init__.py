@@ -4,11 +4,13 @@ The errors of the whole library are re-exported here, so ``from actors import ..
 an application needs.
 """
 
+from actors import ops
 from actors._actor import EventSourcedActor
 from actors._core import ActorStats, Published
 from actors._future import Future
 from actors._handle import ActorHandle
 from actors._history import Version
+from actors._index import Index, IndexQuery
 from actors._keyspace import Entry, KeySpace, KeySpaceOptions, Receipt, WriteBatch
 from actors._projection import Advanced, Projection
 from actors._snapshots import CompactionReport
@@ -22,6 +24,7 @@ from storage.errors import (
     ChainKeyMismatch,
     CorruptLog,
     HistoryUnavailable,
+    IndexNotReady,
     InvalidInput,
     InvalidKey,
     InvalidName,
@@ -35,6 +38,7 @@ from storage.errors import (
     StopTimeout,
     StoreForked,
     StoreLocked,
+    UniqueViolation,
     ValueTypeMismatch,
     VersionConflict,
     WriteFailed,
@@ -57,6 +61,9 @@ __all__ = [
     "EventSourcedActor",
     "Future",
     "HistoryUnavailable",
+    "Index",
+    "IndexNotReady",
+    "IndexQuery",
     "InvalidInput",
     "InvalidKey",
     "InvalidName",
@@ -79,9 +86,11 @@ __all__ = [
     "StoreForked",
     "StoreLocked",
     "Subscription",
+    "UniqueViolation",
     "ValueTypeMismatch",
     "Version",
     "VersionConflict",
     "WriteBatch",
     "WriteFailed",
+    "ops",
 ]

@@ -18,6 +18,7 @@ from actors._batch import WriteBatch
 from actors._core import ActorStats, Command
 from actors._future import Future
 from actors._handle import ActorHandle
+from actors._index import Index, KeySpaceIndexes
 from actors._keyspace_actor import KeySpaceActor, Receipt
 from actors._keyspace_history import KeySpaceHistory
 from actors._keyspace_input import (
@@ -29,6 +30,7 @@ from actors._keyspace_input import (
 from actors._snapshots import CompactionReport
 from actors._transaction import TransactionBatch, TransactionView
 from actors._view import SnapshotItems, SnapshotValues
+from actors.ops import Op
 from storage.codec import encode_value, on_fresh_stack
 from storage.errors import (
     InvalidInput,
@@ -59,7 +61,7 @@ class Entry(msgspec.Struct, frozen=True):
     expires_at: float | None
 
 
-class KeySpace(KeySpaceHistory, MutableMapping[Any, Any]):
+class KeySpace(KeySpaceHistory, KeySpaceIndexes, MutableMapping[Any, Any]):
     """A sorted, durable key-value map owned by one actor. Thread-safe; share it freely.
 
     Writes block until durable and return a :class:`Receipt`; ``*_async`` variants return a
@@ -73,9 +75,11 @@ class KeySpace(KeySpaceHistory, MutableMapping[Any, Any]):
         actor: ActorHandle[KeySpaceActor],
         state: KVState,
         options: KeySpaceOptions,
+        indexes: dict[str, Index] | None = None,
     ) -> None:
         """Wrap a running key space actor; use ``Store.keyspace`` instead."""
         self.name = name
+        self._index_definitions = dict(indexes or {})
         self.options = options
         self._actor = actor
         self._state = state
@@ -169,6 +173,13 @@ class KeySpace(KeySpaceHistory, MutableMapping[Any, Any]):
         for chunk in chunks:
             for key, entry in chunk:
                 yield key, (entry.value if entry.decoded else value(key, entry))
+
+    def _index_results(
+        self, found: list[tuple[Any, Any, StoredEntry]]
+    ) -> Iterator[tuple[Any, Any, Any]]:
+        value = self._value
+        for index_value, key, entry in found:
+            yield index_value, key, (entry.value if entry.decoded else value(key, entry))
 
     def prefix(
         self, prefix: Any, *, reverse: bool = False, limit: int | None = None
@@ -312,6 +323,36 @@ class KeySpace(KeySpaceHistory, MutableMapping[Any, Any]):
         checked = self._check_increment(by)
         total: int = self._execute(Command("increment", (key, checked), {}, None))
         return total
+
+    def operate(
+        self, key: Any, operations: Iterable[Op], *, expect_version: int | None = None
+    ) -> list[Any]:
+        """Run record operations (see :mod:`actors.ops`) on ``key`` atomically, in order.
+
+        ``ks.operate("u1", [ops.add("visits", 1), ops.read("visits")])`` returns one result
+        per operation once the new value is durable. A missing key starts as ``{}``; the key
+        keeps its expiry time; only reads: nothing is written.
+
+        Raises:
+            InvalidKey: Bad key. InvalidInput: ``operations`` holds something not made by
+                ``actors.ops``. InvalidValue: An operation does not fit the record, or the
+                result does not fit ``value_type``; nothing was written.
+            VersionConflict: ``expect_version`` did not match; nothing was written.
+        """
+        self._check_key(key)
+        if expect_version is not None:
+            check_expect(expect_version)
+        checked = list(operations) if not isinstance(operations, Op) else [operations]
+        for op in checked:
+            if not isinstance(op, Op):
+                msg = f"operate takes operations made by actors.ops, got {op!r:.60}"
+                raise InvalidInput(msg)
+        if not checked:
+            msg = "operate needs at least one operation"
+            raise InvalidInput(msg)
+        args = (key, checked, expect_version, self.encode_value)
+        results: list[Any] = self._execute(Command("operate", args, {}, None))
+        return results
 
     def transact(self, fn: Callable[[TransactionView, TransactionBatch], T]) -> T:
         """Run ``fn(view, batch)`` inside the key space's actor; returns what it returns.

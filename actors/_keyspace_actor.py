@@ -20,8 +20,10 @@ import msgspec
 
 from actors._actor import EventSourcedActor
 from actors._core import Published
+from actors.ops import Op, apply_ops
 from storage.codec import Batch, Delete, Expired, KVEvent, Put
-from storage.errors import InvalidValue, VersionConflict
+from storage.errors import InvalidOperation, InvalidValue, VersionConflict
+from storage.kv_index import Indexes, IndexSpec
 from storage.kv_versions import DEFAULT_RECENT_VERSIONS
 from storage.kvstate import NOT_TRACKING, Entry, KVState
 
@@ -84,11 +86,15 @@ class KeySpaceActor(EventSourcedActor[KVState]):
         *,
         decode_scalars: bool = True,
         recent_versions: int = DEFAULT_RECENT_VERSIONS,
+        indexes: Sequence[IndexSpec] = (),
+        decode_value: Callable[[bytes], Any] = msgspec.msgpack.decode,
     ) -> None:
         self._clock = clock
         self._decode_scalars = decode_scalars
         self._recent_versions = recent_versions
         self._keep_after = NOT_TRACKING
+        self._index_specs = tuple(indexes)
+        self._decode_value = decode_value
 
     def keep_replayed_versions(self, last_seq: int) -> None:
         """Before replay: keep the changes of the last ``recent_versions`` records in memory."""
@@ -120,6 +126,55 @@ class KeySpaceActor(EventSourcedActor[KVState]):
         state = self.state
         state.commit(0, self.record_seq)
         state.start_tracking()
+        # Index contents are rebuilt from the recovered entries, not kept in snapshots: a
+        # build decodes each value once (see docs/indexes.md for what it costs).
+        indexes = Indexes(self._decode_value)
+        now = self._clock()
+        for spec in self._index_specs:
+            indexes.by_name[spec.name] = indexes.build(spec, state.entries.items(), now)
+        state.indexes = indexes
+
+    def _emit(self, *events: KVEvent) -> None:
+        """``emit``, once the indexes have checked and prepared what the events write."""
+        state = self._esa_state
+        indexes = state.indexes
+        if not indexes:
+            self.emit(*events)
+            return
+        undo = indexes.prepare(final_writes(events), state, self._clock())
+        try:
+            self.emit(*events)
+        except BaseException:
+            undo()
+            raise
+
+    def create_index(self, spec: IndexSpec) -> None:
+        """Add an index: built now if unique or the state is empty, else in the background.
+
+        Raises:
+            InvalidOperation: An index of that name exists.
+            UniqueViolation, InvalidValue: A unique index does not fit the data.
+        """
+        state = self.state
+        indexes = state.indexes
+        assert indexes is not None  # attached once recovered, before any command
+        if spec.name in indexes.by_name:
+            msg = f"the key space already has an index named {spec.name!r}; drop_index it first"
+            raise InvalidOperation(msg)
+        if spec.unique or not state.entries:
+            # Unique: its check must hold before the index exists, so writers wait for it.
+            built = indexes.build(spec, state.entries.items(), self._clock(), state.pending)
+            with state.lock:
+                indexes.by_name[spec.name] = built
+            return
+        indexes.build_in_background(spec, state)
+
+    def drop_index(self, name: str) -> bool:
+        """Remove an index; returns whether it existed."""
+        state = self.state
+        assert state.indexes is not None
+        with state.lock:
+            return state.indexes.by_name.pop(name, None) is not None
 
     def on_write_failed(self) -> None:
         self.state.discard()
@@ -137,12 +192,12 @@ class KeySpaceActor(EventSourcedActor[KVState]):
             if stored.expires_at <= now:
                 # Over an expired, unswept key: record its expiry first; the version restarts.
                 _check_version(key, None, expect_version)
-                self.emit(Expired((key,), now), Put(key, value, expires_at, 1))
+                self._emit(Expired((key,), now), Put(key, value, expires_at, 1))
                 return Receipt(self._esa_seq, 1)
         if expect_version is not None:
             _check_version(key, stored, expect_version)
         version = 1 if stored is None else stored.version + 1
-        self.emit(Put(key, value, expires_at, version))
+        self._emit(Put(key, value, expires_at, version))
         return Receipt(self._esa_seq, version)
 
     def delete(self, key: Any, expect_version: int | None) -> Receipt | None:
@@ -151,7 +206,7 @@ class KeySpaceActor(EventSourcedActor[KVState]):
         _check_version(key, live, expect_version)
         if live is None:
             return None
-        self.emit(Delete(key))
+        self._emit(Delete(key))
         return Receipt(self.record_seq, 0)
 
     def increment(self, key: Any, by: int) -> int:
@@ -174,8 +229,45 @@ class KeySpaceActor(EventSourcedActor[KVState]):
         expires_at = None if stored is None else stored.expires_at
         version = 1 if stored is None else stored.version + 1
         events.append(Put(key, encode_count(key, total), expires_at, version))
-        self.emit(*events)
+        self._emit(*events)
         return total
+
+    def operate(
+        self,
+        key: Any,
+        operations: Sequence[Op],
+        expect_version: int | None,
+        encode: Callable[[Any], msgspec.Raw],
+    ) -> list[Any]:
+        """Run record operations on the key's value and write the result as one put.
+
+        ``encode`` is the handle's value check (value type, size). Nothing is emitted when
+        every operation is a read.
+
+        Raises:
+            InvalidValue: An operation does not fit the record; nothing is written.
+            VersionConflict: ``expect_version`` did not match.
+        """
+        state = self._esa_state
+        now = self._clock()
+        stored = state.stored(key)
+        events: list[Put | Expired] = []
+        if stored is not None and stored.expired(now):
+            events.append(Expired((key,), now))
+            stored = None
+        _check_version(key, stored, expect_version)
+        if stored is None:
+            record = None
+        else:
+            record = stored.value if stored.decoded else msgspec.msgpack.decode(stored.value)
+        record, results = apply_ops(record, operations)
+        if not any(op.writes for op in operations):
+            return results
+        expires_at = None if stored is None else stored.expires_at
+        version = 1 if stored is None else stored.version + 1
+        events.append(Put(key, encode(record), expires_at, version))
+        self._emit(*events)
+        return results
 
     def transact(self, fn: Callable[[Any, Any], Any], keyspace: Any) -> Any:
         """Run ``fn(view, batch)`` against the latest state; its writes become one record."""
@@ -188,7 +280,7 @@ class KeySpaceActor(EventSourcedActor[KVState]):
         if batch.ops:
             events = _checked_batch(self._esa_state, batch.ops, now)
             if events:
-                self.emit(Batch(tuple(events), now))
+                self._emit(Batch(tuple(events), now))
         return result
 
     def write_batch(self, ops: Sequence[BatchOp]) -> Receipt | None:
@@ -202,7 +294,7 @@ class KeySpaceActor(EventSourcedActor[KVState]):
             events = _checked_batch(state, ops, now)
         if not events:
             return None
-        self.emit(Batch(tuple(events), now))
+        self._emit(Batch(tuple(events), now))
         return Receipt(self.record_seq, 0)
 
     def sweep(self) -> int:
@@ -215,7 +307,7 @@ class KeySpaceActor(EventSourcedActor[KVState]):
             if key not in state.pending  # rewritten in the open group: no longer expired
         ]
         if keys:
-            self.emit(Expired(tuple(keys), now))
+            self._emit(Expired(tuple(keys), now))
         return len(keys)
 
 
@@ -342,6 +434,21 @@ def _unchecked_batch(state: KVState, ops: Sequence[BatchOp]) -> list[Put | Delet
             version = 0
         versions[key] = version
     return events
+
+
+def final_writes(events: Iterable[KVEvent]) -> dict[Any, bytes | None]:
+    """What the events leave each key they touch: its value's bytes, or None if removed."""
+    writes: dict[Any, bytes | None] = {}
+    for event in events:
+        if type(event) is Put:
+            writes[event.key] = bytes(event.value)
+        elif type(event) is Delete:
+            writes[event.key] = None
+        elif type(event) is Expired:
+            writes.update(dict.fromkeys(event.keys))
+        elif type(event) is Batch:
+            writes.update(final_writes(event.events))
+    return writes
 
 
 def _check_version(key: Any, live: Entry | int | None, expect_version: int | None) -> None:

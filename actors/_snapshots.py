@@ -336,6 +336,14 @@ class Snapshots:
         if writing is not None and writing is not threading.current_thread():
             writing.join()
 
+    def rewrite_manifest(self, change: Callable[[Manifest], Manifest]) -> None:
+        """Replace the manifest with ``change(manifest)``, durably, between snapshot listings."""
+        with self._manifest_lock, opening(self.directory, "rewriting the manifest of"):
+            manifest = read_manifest(self.directory)
+            if manifest is None:
+                manifest = Manifest(format_version=FORMAT_VERSION)
+            write_manifest(self.directory, change(manifest))
+
     def _list(self, info: SnapshotInfo, first_seq: int) -> None:
         """Put ``info`` first in the manifest (durably), then delete what falls off.
 

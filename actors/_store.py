@@ -24,6 +24,7 @@ from actors._fork import finish_forks, write_fork
 from actors._future import Future
 from actors._handle import ActorHandle
 from actors._history import entries_as_of
+from actors._index import Index, reconcile_indexes, value_decoder
 from actors._keyspace import KeySpace, KeySpaceOptions
 from actors._keyspace_actor import KeySpaceActor
 from actors._names import check_name
@@ -51,7 +52,7 @@ from storage.errors import (
 )
 from storage.kv_versions import DEFAULT_RECENT_VERSIONS
 from storage.log import FsyncPolicy
-from storage.manifest import Manifest
+from storage.manifest import Manifest, read_manifest
 
 if TYPE_CHECKING:  # Python 3.10 has no typing.Self
     from typing_extensions import Self
@@ -274,6 +275,7 @@ class Store:
         recovery_budget: float | _Default | None = _DEFAULT,
         retention: float | _Default | None = _DEFAULT,
         recent_versions: int | _Default = _DEFAULT,
+        indexes: dict[str, Index] | None = None,
     ) -> KeySpace:
         """Open the key space ``name``, creating it if new and recovering it from its log.
 
@@ -288,11 +290,16 @@ class Store:
             recovery_budget: This key space's own (see :meth:`open`); the store's if omitted.
             retention: This key space's own (see :meth:`open`); the store's if omitted.
             recent_versions: This key space's own (see :meth:`open`); the store's if omitted.
+            indexes: Secondary indexes by name (see ``docs/indexes.md``). The manifest
+                keeps them: field indexes come back at every open without being named
+                again; key-function ones must be passed again (the function is code).
+                A new one is built at open, before this returns.
 
         Raises:
             InvalidName: A bad name. InvalidOption: A bad option, options that differ from
                 the open key space's, or a ``key_type`` other than the one its data was
-                written with (kept in the log directory's manifest). CorruptLog: Its log is
+                written with (kept in the log directory's manifest); an index that differs
+                from the manifest's, or a key-function index not given again. CorruptLog: Its log is
                 damaged. OpenFailed: The system refused a file (no space, no descriptors).
         """
         check_name(name, "key space")
@@ -309,14 +316,32 @@ class Store:
                 if running.options != options:
                     msg = f"key space {name!r} is open with other options: {running.options}"
                     raise InvalidOption(msg)
+                if indexes is not None and any(
+                    running.indexes().get(index_name) != index
+                    for index_name, index in indexes.items()
+                ):
+                    msg = (
+                        f"key space {name!r} is open with other indexes: {running.indexes()}; "
+                        "use create_index and drop_index on it"
+                    )
+                    raise InvalidOption(msg)
                 return running
+            directory = self.path / KEYSPACES_DIR / name
+            stored = read_manifest(directory) if directory.is_dir() else None
+            stored_indexes = stored.indexes if stored is not None else ()
+            chosen = reconcile_indexes(name, indexes, stored_indexes)
             handle, actor = self._start(
-                self.path / KEYSPACES_DIR / name,
+                directory,
                 KeySpaceActor,
                 (self._clock,),
                 # Scalars are decoded once at write time only when reads decode untyped:
                 # with a value_type, "2024-01-01" may have to become a datetime.
-                {"decode_scalars": value_type is None, "recent_versions": history.recent_versions},
+                {
+                    "decode_scalars": value_type is None,
+                    "recent_versions": history.recent_versions,
+                    "indexes": [index.spec(index_name) for index_name, index in chosen.items()],
+                    "decode_value": value_decoder(value_type),
+                },
                 Manifest(
                     format_version=FORMAT_VERSION,
                     kind="keyspace",
@@ -324,7 +349,9 @@ class Store:
                 ),
                 history,
             )
-            keyspace = KeySpace(name, handle, actor.state, options)
+            keyspace = KeySpace(name, handle, actor.state, options, chosen)
+            if tuple(index.definition(n) for n, index in sorted(chosen.items())) != stored_indexes:
+                keyspace._save_index_definitions()
             self._keyspaces[name] = keyspace
             self._start_sweeper()
             return keyspace

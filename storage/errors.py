@@ -41,6 +41,7 @@ __all__ = [
     "ChainKeyMismatch",
     "CorruptLog",
     "HistoryUnavailable",
+    "IndexNotReady",
     "InvalidInput",
     "InvalidKey",
     "InvalidName",
@@ -54,6 +55,7 @@ __all__ = [
     "StopTimeout",
     "StoreForked",
     "StoreLocked",
+    "UniqueViolation",
     "ValueTypeMismatch",
     "VersionConflict",
     "WriteFailed",
@@ -167,6 +169,40 @@ class VersionConflict(ActorKVError):
             f"version conflict on {key!r}: expected version {expected}, found {actual}; "
             "re-read the key and retry with its current version"
         )
+
+
+class UniqueViolation(VersionConflict):
+    """A write would give a second live key the same value in a unique index; nothing written.
+
+    A kind of conflict (so ``except VersionConflict`` catches it too), with another key's
+    value rather than a version: ``expected`` is 0 and ``actual`` the holder's version.
+
+    Attributes:
+        index: The unique index's name.
+        value: The index value both keys would hold.
+        key: The key being written.
+        holder: The key that already holds the value.
+    """
+
+    def __init__(
+        self, index: str, value: object, key: object, holder: object, holder_version: int
+    ) -> None:
+        self.index = index
+        self.value = value
+        self.key = key
+        self.holder = holder
+        self.expected = 0
+        self.actual = holder_version
+        ActorKVError.__init__(
+            self,
+            f"unique index {index!r}: {value!r:.60} is already held by key {holder!r:.60}, so "
+            f"key {key!r:.60} cannot take it; nothing was written (change or delete "
+            f"{holder!r:.60} first, in the same batch if need be)",
+        )
+
+
+class IndexNotReady(ActorKVError):
+    """An index is still being built and the query asked not to wait (``wait=False``)."""
 
 
 class KeyspaceClosed(ActorKVError):

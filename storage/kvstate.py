@@ -46,6 +46,7 @@ import msgspec
 from sortedcontainers import SortedDict, SortedList
 
 from storage.codec import Batch, Delete, Expired, KVEvent, Put
+from storage.kv_index import Indexes
 from storage.kv_versions import (
     DEFAULT_RECENT_VERSIONS,
     RecentVersions,
@@ -90,6 +91,7 @@ class KVState:
         "entries",
         "expiring",
         "generation",
+        "indexes",
         "lock",
         "pending",
         "pending_ttl",
@@ -138,6 +140,8 @@ class KVState:
         self.staged: list[tuple[int, Any, Entry | Tombstone]] = []
         self.track_from = NOT_TRACKING
         self.tracking = False  # whether versions holds every change after its horizon
+        # Secondary indexes (storage/kv_index.py), attached once the state is recovered.
+        self.indexes: Indexes | None = None
 
     # -- writer side (one thread) ------------------------------------------------------------
 
@@ -281,6 +285,8 @@ class KVState:
         pending.clear()
         self.staged.clear()
         self.pending_ttl = False
+        if self.indexes is not None:
+            self.indexes.forget_prepared()
 
     def _keep_history(self, first: int, last: int, time: float) -> None:
         """Keep the group's changes and times in ``versions``; advance ``seq``. Under lock."""
@@ -295,6 +301,8 @@ class KVState:
     def _publish(self, pending: dict[Any, Entry | None]) -> None:
         """Move the group's changes into ``entries``. Under lock, ``publishing`` set."""
         entries = self.entries
+        if self.indexes:
+            self.indexes.publish(pending)  # first: it must see which keys are removed
         if self.expiring or self.pending_ttl:  # else no entry, old or new, has a TTL
             self._reindex_expiring(pending)
         if len(pending) * 10 > len(entries):
@@ -347,6 +355,8 @@ class KVState:
         self.pending.clear()
         self.staged.clear()
         self.pending_ttl = False
+        if self.indexes is not None:
+            self.indexes.forget_prepared()
 
     def has_expired(self, now: float) -> bool:
         """Whether some committed key has expired by ``now`` (safe from any thread). O(1)."""

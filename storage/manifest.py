@@ -28,6 +28,7 @@ from storage._format import FORMAT_VERSION, MANIFEST_FILE, TMP_SUFFIX
 from storage.errors import CorruptLog
 
 __all__ = [
+    "IndexDefinition",
     "ListedSnapshot",
     "Manifest",
     "read_manifest",
@@ -54,6 +55,23 @@ class ListedSnapshot(msgspec.Struct, frozen=True):
     items: int = 0
 
 
+class IndexDefinition(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A key space's secondary index, as its manifest keeps it.
+
+    Attributes:
+        name: The index's name.
+        field: The dotted field path it indexes, or None for a key function.
+        key: The key function's qualified name (``module.qualname``), for the error that
+            asks for it again at open; None for a field index.
+        unique: Whether it refuses a second key with the same value.
+    """
+
+    name: str
+    field: str | None = None
+    key: str | None = None
+    unique: bool = False
+
+
 class Manifest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """What a log directory holds and the options its records depend on.
 
@@ -64,6 +82,7 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
         key_type: A key space's key type, ``"str"`` or ``"bytes"``.
         actor_class: A custom actor's class (``module.QualName``), for inspection.
         snapshots: The snapshots recovery may start from, newest first.
+        indexes: A key space's secondary indexes (their contents are rebuilt at open).
     """
 
     format_version: int
@@ -71,6 +90,7 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     key_type: Literal["str", "bytes"] | None = None
     actor_class: str | None = None
     snapshots: tuple[ListedSnapshot, ...] = ()
+    indexes: tuple[IndexDefinition, ...] = ()
 
 
 class _Stored(msgspec.Struct, frozen=True):
