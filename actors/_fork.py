@@ -36,7 +36,7 @@ def write_fork(
     seq: int,
     items: Iterable[tuple[Any, Entry]],
     *,
-    key_type: Literal["str", "bytes"],
+    key_type: Literal["str", "bytes", "tuple"],
     decode_scalars: bool,
     time: float,
     keyed: bool = False,

@@ -85,7 +85,8 @@ class KeySpace(KeySpaceHistory, KeySpaceIndexes, MutableMapping[Any, Any]):
         self._state = state
         self._entries_get = state.entries.get
         self._clock = state.clock
-        self._key_type = options.key_type
+        # Tuple keys are stored packed (actors._tuple_keys): the stored type is bytes.
+        self._key_type = bytes if options.key_type is tuple else options.key_type
         self._max_key_bytes = options.max_key_bytes
         self._max_value_bytes = options.max_value_bytes
         value_type = self._value_type = options.value_type

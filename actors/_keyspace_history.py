@@ -41,12 +41,17 @@ class KeySpaceHistory:
     _core: ActorCore
     _state: KVState
     _clock: Callable[[], float]
+    _key_type: type
 
     def _check_open(self) -> None:
         raise NotImplementedError
 
     def _check_key_type(self, key: Any) -> None:
         raise NotImplementedError
+
+    def _public_key(self, key: Any) -> Any:
+        """A stored key as callers see it (tuple key spaces unpack it)."""
+        return key
 
     def _check_range(self, start: Any, stop: Any, limit: int | None) -> None:
         raise NotImplementedError
@@ -94,7 +99,7 @@ class KeySpaceHistory:
         reads = ViewReads(self._check_key_type, self._value, self._public_entry, self._check_range)
         pin = state.pin_at(point)
         source = state if pin is not None else history.state_as_of(core, self.name, point, state)
-        return KeySpaceView(self.name, self.options.key_type, source, pin, when, reads)
+        return KeySpaceView(self.name, self._key_type, source, pin, when, reads)
 
     def subscribe(
         self, from_seq: int | None = None, *, prefix: Any = None, name: str | None = None
@@ -122,7 +127,8 @@ class KeySpaceHistory:
         def decode(key: Any, raw: bytes) -> Any:
             return self._value(key, StoredEntry(raw, 0, 0, None))
 
-        expand = keyspace_changes(decode, prefix)
+        public_key = None if type(self)._public_key is KeySpaceHistory._public_key else self._public_key
+        expand = keyspace_changes(decode, prefix, public_key)
         core = self._core
         return Subscription(core, expand, from_seq, name=name, positions=core.positions)
 

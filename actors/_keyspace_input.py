@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
 from storage.errors import InvalidInput, InvalidOption, InvalidValue
 
-__all__ = ["KeySpaceOptions", "check_expect", "check_time", "check_ttl", "prefix_end"]
+__all__ = [
+    "KeySpaceOptions",
+    "check_expect",
+    "check_time",
+    "check_ttl",
+    "key_type_name",
+    "prefix_end",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,7 +25,8 @@ class KeySpaceOptions:
     """How a key space checks its input. Checked on construction.
 
     Attributes:
-        key_type: ``str`` (default) or ``bytes``; keys of any other type raise InvalidKey.
+        key_type: ``str`` (default), ``bytes`` or ``tuple``; keys of any other type raise
+            InvalidKey.
         value_type: If set, values are validated against it on put (``InvalidValue``) and
             decoded to it on get; any type msgspec understands (a Struct, ``int``, ...).
         max_key_bytes: Longest key, in bytes (UTF-8 for str): default 1,024.
@@ -32,8 +40,8 @@ class KeySpaceOptions:
 
     def __post_init__(self) -> None:
         """Reject options outside their documented ranges."""
-        if self.key_type not in (str, bytes):
-            msg = f"key_type must be str or bytes, got {self.key_type!r}"
+        if self.key_type not in (str, bytes, tuple):
+            msg = f"key_type must be str, bytes or tuple, got {self.key_type!r}"
             raise InvalidOption(msg)
         for name in ("max_key_bytes", "max_value_bytes"):
             limit = getattr(self, name)
@@ -87,3 +95,10 @@ def check_time(time: object) -> float:
         msg = f"time must be a finite number of seconds since the epoch, got {time!r:.60}"
         raise InvalidInput(msg)
     return float(time)
+
+
+def key_type_name(key_type: type) -> Literal["str", "bytes", "tuple"]:
+    """How the manifest names a key type."""
+    if key_type is bytes:
+        return "bytes"
+    return "tuple" if key_type is tuple else "str"

@@ -27,10 +27,12 @@ from actors._history import entries_as_of
 from actors._index import Index, reconcile_indexes, value_decoder
 from actors._keyspace import KeySpace, KeySpaceOptions
 from actors._keyspace_actor import KeySpaceActor
+from actors._keyspace_input import key_type_name
 from actors._names import check_name
 from actors._projection import Projection, ProjectionFeeder, feed_class_check
 from actors._snapshots import HistoryPolicy
 from actors._starting import start_actor
+from actors._tuple_keys import TupleKeySpace
 from actors._store_checks import (
     check_clock,
     check_history,
@@ -283,7 +285,9 @@ class Store:
 
         Args:
             name: 1 to 128 of ``[A-Za-z0-9._-]``, starting with a letter or digit.
-            key_type: ``str`` (default) or ``bytes``.
+            key_type: ``str`` (default), ``bytes`` or ``tuple`` (tuples of None, bool, int,
+                float, str, bytes and tuples, in FoundationDB's tuple order; see
+                ``storage/tuplekey.py``).
             value_type: Validate values on put and decode them on get as this type.
             max_key_bytes: Longest key in bytes (UTF-8 for str keys).
             max_value_bytes: Largest encoded value in bytes.
@@ -345,11 +349,12 @@ class Store:
                 Manifest(
                     format_version=FORMAT_VERSION,
                     kind="keyspace",
-                    key_type="bytes" if key_type is bytes else "str",
+                    key_type=key_type_name(key_type),
                 ),
                 history,
             )
-            keyspace = KeySpace(name, handle, actor.state, options, chosen)
+            handle_class = TupleKeySpace if key_type is tuple else KeySpace
+            keyspace = handle_class(name, handle, actor.state, options, chosen)
             if tuple(index.definition(n) for n, index in sorted(chosen.items())) != stored_indexes:
                 keyspace._save_index_definitions()
             self._keyspaces[name] = keyspace
@@ -400,7 +405,7 @@ class Store:
                     folder,
                     point,
                     items,
-                    key_type="bytes" if origin.options.key_type is bytes else "str",
+                    key_type=key_type_name(origin.options.key_type),
                     decode_scalars=origin._state.decode_scalars,
                     time=when,
                     keyed=self.options.chain_key is not None,

@@ -77,8 +77,16 @@ class ActorEvent(msgspec.Struct, frozen=True):
     event: Any
 
 
-def keyspace_changes(decode: Callable[[Any, bytes], Any], prefix: Any = None) -> Expander:
-    """How a key space's records become :class:`Change` items (``prefix`` filters keys)."""
+def keyspace_changes(
+    decode: Callable[[Any, bytes], Any],
+    prefix: Any = None,
+    public_key: Callable[[Any], Any] | None = None,
+) -> Expander:
+    """How a key space's records become :class:`Change` items.
+
+    ``prefix`` filters the stored keys; ``public_key`` turns a stored key into the caller's
+    (tuple key spaces unpack theirs).
+    """
 
     def expand(seq: int, time: float, events: tuple[Any, ...]) -> list[Change]:
         found: list[Change] = []
@@ -86,6 +94,10 @@ def keyspace_changes(decode: Callable[[Any, bytes], Any], prefix: Any = None) ->
             _changes(event, seq, time, decode, found)
         if prefix is not None:
             found = [change for change in found if change.key.startswith(prefix)]
+        if public_key is not None:
+            found = [
+                msgspec.structs.replace(change, key=public_key(change.key)) for change in found
+            ]
         return found
 
     return expand

@@ -100,7 +100,7 @@ class TransactionView:
         return found
 
     def __contains__(self, key: object) -> bool:
-        if not isinstance(key, self._keyspace.options.key_type):
+        if not isinstance(key, self._keyspace._key_type):
             return False
         return self.entry(key) is not None
 

@@ -79,7 +79,8 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
         format_version: The log format version the directory was written with (always
             stored: a reader of a later version must know what it reads).
         kind: ``"keyspace"``, ``"actor"`` or ``"log"`` (a bare ``SegmentedLog``).
-        key_type: A key space's key type, ``"str"`` or ``"bytes"``.
+        key_type: A key space's key type, ``"str"``, ``"bytes"`` or ``"tuple"`` (tuple
+            keys are stored as ``storage.tuplekey`` bytes).
         actor_class: A custom actor's class (``module.QualName``), for inspection.
         snapshots: The snapshots recovery may start from, newest first.
         indexes: A key space's secondary indexes (their contents are rebuilt at open).
@@ -87,7 +88,7 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
     format_version: int
     kind: LogKind = "log"
-    key_type: Literal["str", "bytes"] | None = None
+    key_type: Literal["str", "bytes", "tuple"] | None = None
     actor_class: str | None = None
     snapshots: tuple[ListedSnapshot, ...] = ()
     indexes: tuple[IndexDefinition, ...] = ()
