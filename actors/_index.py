@@ -59,11 +59,13 @@ class Index:
         if (field is None) == (key is None):
             msg = "an Index takes exactly one of field='path' or key=function"
             raise InvalidOption(msg)
-        if key is not None and not callable(key):
-            msg = f"Index key must be a function of the value, got {key!r:.60}"
+        function: object = key  # typed callers pass a function; untyped ones may not
+        if function is not None and not callable(function):
+            msg = f"Index key must be a function of the value, got {function!r:.60}"
             raise InvalidOption(msg)
-        if not isinstance(unique, bool):
-            msg = f"Index unique must be a bool, got {unique!r:.60}"
+        flag: object = unique
+        if not isinstance(flag, bool):
+            msg = f"Index unique must be a bool, got {flag!r:.60}"
             raise InvalidOption(msg)
         try:
             self.field = None if field is None else field_path(field)
@@ -136,12 +138,13 @@ def reconcile_indexes(
             again, or one given differs from the manifest's definition of that name.
     """
     chosen: dict[str, Index] = {}
-    for name, index in (given or {}).items():
+    for name, given_index in (given or {}).items():
         check_index_name(name)
-        if not isinstance(index, Index):
-            msg = f"indexes[{name!r}] must be an actors.Index, got {index!r:.60}"
+        unchecked: object = given_index
+        if not isinstance(unchecked, Index):
+            msg = f"indexes[{name!r}] must be an actors.Index, got {unchecked!r:.60}"
             raise InvalidOption(msg)
-        chosen[name] = index
+        chosen[name] = unchecked
     for definition in stored:
         index = chosen.get(definition.name)
         if index is None:
@@ -295,8 +298,9 @@ class KeySpaceIndexes:
         """
         self._check_open()
         check_index_name(name)
-        if not isinstance(index, Index):
-            msg = f"create_index needs an actors.Index, got {index!r:.60}"
+        unchecked: object = index
+        if not isinstance(unchecked, Index):
+            msg = f"create_index needs an actors.Index, got {unchecked!r:.60}"
             raise InvalidOption(msg)
         self._actor.blocking.create_index(index.spec(name))
         self._index_definitions[name] = index
@@ -311,8 +315,10 @@ class KeySpaceIndexes:
         return existed
 
     def index(self, name: str, *, wait: bool = True) -> IndexQuery:
-        """Queries of the index ``name`` (``wait=False``: raise ``IndexNotReady`` rather
-        than wait while it is being built).
+        """Queries of the index ``name``.
+
+        ``wait=False``: its queries raise ``IndexNotReady`` rather than wait while it is
+        being built.
 
         Raises:
             InvalidInput: There is no such index.

@@ -343,7 +343,8 @@ class KeySpace(KeySpaceHistory, KeySpaceIndexes, MutableMapping[Any, Any]):
         self._check_key(key)
         if expect_version is not None:
             check_expect(expect_version)
-        checked = list(operations) if not isinstance(operations, Op) else [operations]
+        given: object = operations
+        checked: list[object] = [given] if isinstance(given, Op) else list(operations)
         for op in checked:
             if not isinstance(op, Op):
                 msg = f"operate takes operations made by actors.ops, got {op!r:.60}"

@@ -127,7 +127,9 @@ class KeySpaceHistory:
         def decode(key: Any, raw: bytes) -> Any:
             return self._value(key, StoredEntry(raw, 0, 0, None))
 
-        public_key = None if type(self)._public_key is KeySpaceHistory._public_key else self._public_key
+        public_key = (
+            None if type(self)._public_key is KeySpaceHistory._public_key else self._public_key
+        )
         expand = keyspace_changes(decode, prefix, public_key)
         core = self._core
         return Subscription(core, expand, from_seq, name=name, positions=core.positions)

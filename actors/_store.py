@@ -32,12 +32,12 @@ from actors._names import check_name
 from actors._projection import Projection, ProjectionFeeder, feed_class_check
 from actors._snapshots import HistoryPolicy
 from actors._starting import start_actor
-from actors._tuple_keys import TupleKeySpace
 from actors._store_checks import (
     check_clock,
     check_history,
     qualified_name,
 )
+from actors._tuple_keys import TupleKeySpace
 from actors.runtimes import PykkaRuntime
 from storage import DEFAULT_SEGMENT_BYTES, DirectoryLock, LogOptions, _fileio
 from storage._format import FORMAT_VERSION

@@ -11,7 +11,7 @@ comparator. This handle packs every key on the way in and unpacks it on the way 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from actors._batch import WriteBatch
 from actors._future import Future
@@ -24,6 +24,9 @@ from actors.ops import Op
 from storage.errors import InvalidKey
 from storage.kvstate import Entry as StoredEntry
 from storage.tuplekey import TUPLE_END, pack, unpack
+
+if TYPE_CHECKING:  # Python 3.10 has no typing.Self
+    from typing_extensions import Self
 
 __all__ = ["TupleKeySpace", "pack_key"]
 
@@ -313,7 +316,7 @@ class TupleKeyView:
             raise KeyError(key)
         return value
 
-    def __enter__(self) -> TupleKeyView:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *_exc: object) -> None:

@@ -134,6 +134,7 @@ class Indexes:
         return tuple(sorted(items.values(), key=lambda item: item[0]))
 
     def entry_items(self, spec: IndexSpec, key: Any, entry: Entry) -> Items:
+        """The items a stored entry gives ``key`` in ``spec``'s index."""
         value = entry.value if entry.decoded else self.decode(entry.value)
         return self.items_of(spec, key, value)
 

@@ -110,15 +110,11 @@ def _encode(out: bytearray, item: Any, *, nested: bool) -> None:
         except UnicodeEncodeError as exc:
             msg = f"str {item!r:.60} is not valid Unicode text (lone surrogate?)"
             raise InvalidKey(msg) from exc
-        out.append(STRING)
-        out += text.replace(b"\x00", b"\x00\xff")
-        out.append(0x00)
+        _encode_escaped(out, STRING, text)
     elif kind is int:
         _encode_int(out, item)
     elif kind is bytes:
-        out.append(BYTES)
-        out += item.replace(b"\x00", b"\x00\xff")
-        out.append(0x00)
+        _encode_escaped(out, BYTES, item)
     elif kind is tuple:
         out.append(NESTED)
         for inner in item:
@@ -129,19 +125,29 @@ def _encode(out: bytearray, item: Any, *, nested: bool) -> None:
     elif kind is bool:
         out.append(TRUE if item else FALSE)
     elif kind is float:
-        raw = bytearray(_DOUBLE.pack(item))
-        if raw[0] & 0x80:
-            raw = bytearray(byte ^ 0xFF for byte in raw)
-        else:
-            raw[0] ^= 0x80
-        out.append(DOUBLE)
-        out += raw
+        _encode_float(out, item)
     else:
         msg = (
             f"{kind.__name__} {item!r:.60} cannot be part of a tuple key or index value; "
             "use None, bool, int, float, str, bytes or tuples of them"
         )
         raise InvalidKey(msg)
+
+
+def _encode_escaped(out: bytearray, code: int, data: bytes) -> None:
+    out.append(code)
+    out += data.replace(b"\x00", b"\x00\xff")
+    out.append(0x00)
+
+
+def _encode_float(out: bytearray, value: float) -> None:
+    raw = bytearray(_DOUBLE.pack(value))
+    if raw[0] & 0x80:  # negative: invert every bit, so larger magnitudes sort first
+        raw = bytearray(byte ^ 0xFF for byte in raw)
+    else:
+        raw[0] ^= 0x80
+    out.append(DOUBLE)
+    out += raw
 
 
 def _encode_int(out: bytearray, value: int) -> None:
@@ -170,55 +176,67 @@ def _encode_int(out: bytearray, value: int) -> None:
         out += body
 
 
-def _decode(data: bytes, position: int, *, nested: bool) -> tuple[Any, int]:
+def _decode(data: bytes, position: int, *, nested: bool) -> tuple[Any, int]:  # noqa: PLR0911
     code = data[position]
     position += 1
     if code in (STRING, BYTES):
         end, chunk = _unescape(data, position)
         return (chunk.decode() if code == STRING else chunk), end
-    if INT_ZERO - 8 <= code <= INT_ZERO + 8:
-        size = abs(code - INT_ZERO)
-        body = data[position : position + size]
-        if len(body) != size:
-            raise ValueError("truncated int")
-        value = int.from_bytes(body, "big")
-        if code < INT_ZERO:
-            value -= (1 << (8 * size)) - 1
-        return value, position + size
-    if code in (POS_BIG, NEG_BIG):
-        size = data[position] if code == POS_BIG else data[position] ^ 0xFF
-        body = data[position + 1 : position + 1 + size]
-        if len(body) != size:
-            raise ValueError("truncated int")
-        value = int.from_bytes(body, "big")
-        if code == NEG_BIG:
-            value -= (1 << (8 * size)) - 1
-        return value, position + 1 + size
+    if NEG_BIG <= code <= POS_BIG:
+        return _decode_int(data, position, code)
     if code == NONE:
-        if nested:
-            if data[position] != 0xFF:
-                raise ValueError("None inside a tuple must be 0x00 0xFF")
-            return None, position + 1
-        return None, position
+        if not nested:
+            return None, position
+        if data[position] != 0xFF:
+            msg = "None inside a tuple must be 0x00 0xFF"
+            raise ValueError(msg)
+        return None, position + 1
     if code == NESTED:
-        items = []
-        while True:
-            if data[position] == 0x00 and (position + 1 >= len(data) or data[position + 1] != 0xFF):
-                return tuple(items), position + 1
-            item, position = _decode(data, position, nested=True)
-            items.append(item)
+        return _decode_nested(data, position)
     if code == DOUBLE:
-        raw = bytearray(data[position : position + 8])
-        if len(raw) != 8:
-            raise ValueError("truncated float")
-        if raw[0] & 0x80:
-            raw[0] ^= 0x80
-        else:
-            raw = bytearray(byte ^ 0xFF for byte in raw)
-        return _DOUBLE.unpack(raw)[0], position + 8
+        return _decode_float(data, position)
     if code in (FALSE, TRUE):
         return code == TRUE, position
-    raise ValueError(f"unknown type code 0x{code:02x}")
+    msg = f"unknown type code 0x{code:02x}"
+    raise ValueError(msg)
+
+
+def _decode_int(data: bytes, position: int, code: int) -> tuple[int, int]:
+    if code in (POS_BIG, NEG_BIG):
+        size = data[position] if code == POS_BIG else data[position] ^ 0xFF
+        position += 1
+    else:
+        size = abs(code - INT_ZERO)
+    body = data[position : position + size]
+    if len(body) != size:
+        msg = "truncated int"
+        raise ValueError(msg)
+    value = int.from_bytes(body, "big")
+    if code < INT_ZERO:
+        value -= (1 << (8 * size)) - 1
+    return value, position + size
+
+
+def _decode_nested(data: bytes, position: int) -> tuple[tuple[Any, ...], int]:
+    items: list[Any] = []
+    while True:
+        if data[position] == 0x00 and (position + 1 >= len(data) or data[position + 1] != 0xFF):
+            return tuple(items), position + 1
+        item, position = _decode(data, position, nested=True)
+        items.append(item)
+
+
+def _decode_float(data: bytes, position: int) -> tuple[float, int]:
+    raw = bytearray(data[position : position + 8])
+    if len(raw) != 8:
+        msg = "truncated float"
+        raise ValueError(msg)
+    if raw[0] & 0x80:
+        raw[0] ^= 0x80
+    else:
+        raw = bytearray(byte ^ 0xFF for byte in raw)
+    value: float = _DOUBLE.unpack(raw)[0]
+    return value, position + 8
 
 
 def _unescape(data: bytes, position: int) -> tuple[int, bytes]:

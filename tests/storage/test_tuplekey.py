@@ -56,7 +56,9 @@ scalars = st.one_of(
     st.binary(max_size=6),
     st.sampled_from([b"\x00", b"\x00\xff", b"a\x00", "a\x00", "\x00"]),
 )
-elements = st.recursive(scalars, lambda inner: st.tuples(inner) | st.tuples(inner, inner), max_leaves=6)
+elements = st.recursive(
+    scalars, lambda inner: st.tuples(inner) | st.tuples(inner, inner), max_leaves=6
+)
 tuples = st.lists(elements, max_size=4).map(tuple)
 
 
@@ -77,8 +79,6 @@ def test_byte_order_is_the_documented_order(a: tuple[Any, ...], b: tuple[Any, ..
     expected = compare_tuples(a, b)
     packed_a, packed_b = pack(a), pack(b)
     assert ((packed_a > packed_b) - (packed_a < packed_b)) == expected
-
-
 
 
 @settings(max_examples=400)
