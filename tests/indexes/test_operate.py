@@ -92,14 +92,14 @@ def test_non_map_values_types_and_sizes_are_refused(tmp_path: Path) -> None:
         small = store.keyspace("small", max_value_bytes=16)
         with pytest.raises(InvalidValue, match="max_value_bytes"):
             small.operate("k", [ops.set("x", "y" * 20)])
-        with pytest.raises(InvalidValue, match="64-bit|encode"):
+        with pytest.raises(InvalidValue, match=r"64-bit|encode"):
             ks.operate("big", [ops.add("n", 2**64), ops.add("n", 2**64)])
         assert "big" not in ks
 
 
 def test_bad_operations_are_refused_before_sending(store: Store) -> None:
     ks = store.keyspace("users")
-    with pytest.raises(InvalidInput, match="made by actors.ops"):
+    with pytest.raises(InvalidInput, match=r"made by actors\.ops"):
         ks.operate("u", ["set x"])  # type: ignore[list-item]
     with pytest.raises(InvalidInput, match="at least one"):
         ks.operate("u", [])
