@@ -98,7 +98,17 @@ class Index:
         return IndexDefinition(name, field=".".join(self.field or ()), unique=self.unique)
 
     def spec(self, name: str) -> IndexSpec:
-        return IndexSpec(name, self.values_of, self.unique)
+        """The index as ``storage.kv_index`` keeps it."""
+        values_of = self.values_of
+        if self.field is not None and len(self.field) == 1:
+            field = self.field[0]
+
+            def values_of(value: Any) -> Any:  # the usual case, a top-level field of a dict
+                if type(value) is dict:
+                    return value.get(field)
+                return self.values_of(value)
+
+        return IndexSpec(name, values_of, self.unique)
 
     @classmethod
     def from_definition(cls, definition: IndexDefinition) -> Index:

@@ -78,16 +78,12 @@ def test_put_cost_with_indexes(benchmark, tmp_path: Path, mode: str) -> None:
     rounds = bench_size(5, 1)
     fsync = "never" if batched else "always"
     costs: dict[str, list[float]] = {name: [] for name in VARIANTS}
-    stores = {
-        name: Store.open(tmp_path / name.replace(" ", "-"), fsync=fsync) for name in VARIANTS
-    }
+    stores = {name: Store.open(tmp_path / name.replace(" ", "-"), fsync=fsync) for name in VARIANTS}
     try:
         spaces = {name: stores[name].keyspace("users", indexes=VARIANTS[name]) for name in VARIANTS}
         for round_number in range(rounds):  # interleaved: noise hits every variant alike
             for name, ks in spaces.items():
-                costs[name].append(
-                    _time_puts(ks, round_number * count, count, batched=batched)
-                )
+                costs[name].append(_time_puts(ks, round_number * count, count, batched=batched))
         tagged = sum(len(set(value_of(i)["tags"])) for i in range(rounds * count))
         assert spaces["3 indexes"].index("by_tag").count() == tagged
     finally:
@@ -150,9 +146,7 @@ RANGE_SQL = "SELECT key, age, city, tags FROM users WHERE age >= ? AND age < ? O
 SCAN_SQL = "SELECT key, age, city, tags FROM users WHERE age >= ? ORDER BY age, key LIMIT ?"
 
 
-def _race(
-    benchmark: Any, ours: Callable[[], int], peer: Callable[[], int], label: str
-) -> None:
+def _race(benchmark: Any, ours: Callable[[], int], peer: Callable[[], int], label: str) -> None:
     rounds = bench_size(7, 1)
     mine, theirs = [], []
     for _ in range(rounds):  # interleaved, as above

@@ -80,11 +80,13 @@ class SecondaryIndex:
             if items:
                 self.by_key[key] = items
             return
+        sorted_items = self.items
         for item in old:
-            self.items.remove(item)
+            sorted_items.remove(item)
         if items:
             self.by_key[key] = items
-            self.items.update(items)
+            for item in items:  # add, not update: update's bulk path costs more for a few
+                sorted_items.add(item)
 
     def fill(self, by_key: dict[Any, Items]) -> None:
         """Load a whole build's items at once (one sort, not one insert per item)."""
@@ -120,9 +122,14 @@ class Indexes:
         found = spec.values_of(value)
         if found is None:
             return ()
-        values = found if isinstance(found, list) else [found]
+        if not isinstance(found, list):  # the usual case: one value
+            try:
+                return ((pack_element(found), key, found),)
+            except InvalidKey as exc:
+                msg = f"index {spec.name!r} cannot hold the value of key {key!r:.60}: {exc}"
+                raise InvalidValue(msg) from exc
         items: dict[bytes, IndexItem] = {}
-        for one in values:
+        for one in found:
             if one is None:
                 continue
             try:
@@ -160,17 +167,20 @@ class Indexes:
                 for name, index in self.by_name.items()
                 if index.failure is None
             }
-        self._check_unique(computed, state, now)
         prepared = self.prepared
         before = {key: prepared.get(key, _ABSENT) for key in computed}
-        for key, items in computed.items():
-            self._unclaim(key)
-            prepared[key] = items
-            self._claim(key, items)
+        if any(index.spec.unique for index in self.by_name.values()):
+            self._check_unique(computed, state, now)
+            for key, items in computed.items():
+                self._unclaim(key)
+                prepared[key] = items
+                self._claim(key, items)
+        else:
+            prepared.update(computed)
 
         def undo() -> None:
             for key, previous in before.items():
-                self._unclaim(key)
+                self._unclaim(key)  # (claims hold only unique indexes' values)
                 if previous is _ABSENT:
                     prepared.pop(key, None)
                 else:

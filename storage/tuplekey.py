@@ -70,6 +70,13 @@ def pack(items: tuple[Any, ...]) -> bytes:
 
 def pack_element(item: Any) -> bytes:
     """The encoding of one element (as it appears inside a packed tuple)."""
+    kind = type(item)
+    # The common index values, without a buffer: small ints and ASCII text without NULs.
+    if kind is int and 0 <= item < 2**64:
+        size = (item.bit_length() + 7) // 8
+        return bytes((INT_ZERO + size,)) + item.to_bytes(size, "big")
+    if kind is str and item.isascii() and "\x00" not in item:
+        return b"\x02" + item.encode() + b"\x00"
     out = bytearray()
     _encode(out, item, nested=False)
     return bytes(out)

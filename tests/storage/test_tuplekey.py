@@ -104,6 +104,8 @@ def test_byte_order_is_pythons_order_within_one_type(data: st.DataObject) -> Non
 @given(tuples)
 def test_round_trips_exactly(value: tuple[Any, ...]) -> None:
     assert same(unpack(pack(value)), value)
+    for element in value:  # pack_element's shortcuts encode as pack does
+        assert pack_element(element) == pack((element,))
 
 
 @given(tuples, tuples)
