@@ -126,13 +126,16 @@ class KeySpaceActor(EventSourcedActor[KVState]):
         state = self.state
         state.commit(0, self.record_seq)
         state.start_tracking()
-        # Index contents are rebuilt from the recovered entries, not kept in snapshots: a
-        # build decodes each value once (see docs/indexes.md for what it costs).
-        indexes = Indexes(self._decode_value)
+        # Index contents are rebuilt from the recovered entries, not kept in snapshots (see
+        # docs/indexes.md for the measurements). A unique index is built before the first
+        # write, which its check needs; the others in the background, as create_index does.
+        indexes = state.indexes = Indexes(self._decode_value)
         now = self._clock()
         for spec in self._index_specs:
-            indexes.by_name[spec.name] = indexes.build(spec, state.entries.items(), now)
-        state.indexes = indexes
+            if spec.unique or not state.entries:
+                indexes.by_name[spec.name] = indexes.build(spec, state.entries.items(), now)
+            else:
+                indexes.build_in_background(spec, state)
 
     def _emit(self, *events: KVEvent) -> None:
         """``emit``, once the indexes have checked and prepared what the events write."""

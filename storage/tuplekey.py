@@ -73,10 +73,12 @@ def pack_element(item: Any) -> bytes:
     kind = type(item)
     # The common index values, without a buffer: small ints and ASCII text without NULs.
     if kind is int and 0 <= item < 2**64:
-        size = (item.bit_length() + 7) // 8
-        return bytes((INT_ZERO + size,)) + item.to_bytes(size, "big")
+        number: int = item
+        size = (number.bit_length() + 7) // 8
+        return bytes((INT_ZERO + size,)) + number.to_bytes(size, "big")
     if kind is str and item.isascii() and "\x00" not in item:
-        return b"\x02" + item.encode() + b"\x00"
+        text: str = item
+        return b"\x02" + text.encode() + b"\x00"
     out = bytearray()
     _encode(out, item, nested=False)
     return bytes(out)
