@@ -221,18 +221,9 @@ class KeySpaceActor(EventSourcedActor[KVState]):
             InvalidValue: The key holds something other than an int, or the sum does not
                 fit in 64 bits; nothing is written.
         """
-        state = self._esa_state
-        now = self._clock()
-        stored = state.stored(key)
-        events: list[Put | Expired] = []
-        if stored is not None and stored.expired(now):
-            events.append(Expired((key,), now))
-            stored = None
+        stored, events = self._rewritten(key)
         total = by if stored is None else counter_value(key, stored) + by
-        expires_at = None if stored is None else stored.expires_at
-        version = 1 if stored is None else stored.version + 1
-        events.append(Put(key, encode_count(key, total), expires_at, version))
-        self._emit(*events)
+        self._emit(*events, _put_over(stored, key, encode_count(key, total)))
         return total
 
     def operate(
@@ -251,26 +242,29 @@ class KeySpaceActor(EventSourcedActor[KVState]):
             InvalidValue: An operation does not fit the record; nothing is written.
             VersionConflict: ``expect_version`` did not match.
         """
-        state = self._esa_state
-        now = self._clock()
-        stored = state.stored(key)
-        events: list[Put | Expired] = []
-        if stored is not None and stored.expired(now):
-            events.append(Expired((key,), now))
-            stored = None
+        stored, events = self._rewritten(key)
         _check_version(key, stored, expect_version)
         if stored is None:
             record = None
         else:
             record = stored.value if stored.decoded else msgspec.msgpack.decode(stored.value)
         record, results = apply_ops(record, operations)
-        if not any(op.writes for op in operations):
-            return results
-        expires_at = None if stored is None else stored.expires_at
-        version = 1 if stored is None else stored.version + 1
-        events.append(Put(key, encode(record), expires_at, version))
-        self._emit(*events)
+        if any(op.writes for op in operations):
+            self._emit(*events, _put_over(stored, key, encode(record)))
         return results
+
+    def _rewritten(self, key: Any) -> tuple[Entry | None, list[KVEvent]]:
+        """The live entry of a key about to be rewritten from its value, and events before it.
+
+        A key that expired unswept gets its ``Expired`` recorded first; its value and
+        version then start again.
+        """
+        stored = self._esa_state.stored(key)
+        if stored is not None and stored.expires_at is not None:
+            now = self._clock()
+            if stored.expires_at <= now:
+                return None, [Expired((key,), now)]
+        return stored, []
 
     def transact(self, fn: Callable[[Any, Any], Any], keyspace: Any) -> Any:
         """Run ``fn(view, batch)`` against the latest state; its writes become one record."""
@@ -437,6 +431,13 @@ def _unchecked_batch(state: KVState, ops: Sequence[BatchOp]) -> list[Put | Delet
             version = 0
         versions[key] = version
     return events
+
+
+def _put_over(stored: Entry | None, key: Any, value: msgspec.Raw) -> Put:
+    """The put of a new value computed from ``stored``: its expiry kept, its version next."""
+    if stored is None:
+        return Put(key, value, None, 1)
+    return Put(key, value, stored.expires_at, stored.version + 1)
 
 
 def final_writes(events: Iterable[KVEvent]) -> dict[Any, bytes | None]:
