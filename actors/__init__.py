@@ -13,6 +13,7 @@ from actors._history import Version
 from actors._index import Index, IndexQuery
 from actors._keyspace import Entry, KeySpace, KeySpaceOptions, Receipt, WriteBatch
 from actors._projection import Advanced, Projection
+from actors._shipping import ArchiveStatus
 from actors._snapshots import CompactionReport
 from actors._store import Store
 from actors._subscription import ActorEvent, Change, Subscription
@@ -21,6 +22,9 @@ from storage.chain import Anchor
 from storage.errors import (
     ActorKVError,
     ActorStopped,
+    ArchiveError,
+    ArchiveGap,
+    ArchivePreconditionFailed,
     ChainKeyMismatch,
     CorruptLog,
     HistoryUnavailable,
@@ -53,6 +57,10 @@ __all__ = [
     "ActorStopped",
     "Advanced",
     "Anchor",
+    "ArchiveError",
+    "ArchiveGap",
+    "ArchivePreconditionFailed",
+    "ArchiveStatus",
     "ChainKeyMismatch",
     "Change",
     "CompactionReport",

@@ -30,6 +30,7 @@ from actors._keyspace_actor import KeySpaceActor
 from actors._keyspace_input import key_type_name
 from actors._names import check_name
 from actors._projection import Projection, ProjectionFeeder, feed_class_check
+from actors._shipping import ArchiveStatus, StoreShipper
 from actors._snapshots import HistoryPolicy
 from actors._starting import start_actor
 from actors._store_checks import (
@@ -41,6 +42,7 @@ from actors._tuple_keys import TupleKeySpace
 from actors.runtimes import PykkaRuntime
 from storage import DEFAULT_SEGMENT_BYTES, DirectoryLock, LogOptions, _fileio
 from storage._format import FORMAT_VERSION
+from storage.archive import Archive, open_archive
 from storage.errors import (
     ActorStopped,
     InvalidInput,
@@ -109,6 +111,7 @@ class Store:
         self._runtime = PykkaRuntime()
         self._history = history
         self._feeders: dict[str, ProjectionFeeder] = {}
+        self._shipper: StoreShipper | None = None
 
     @classmethod
     def open(
@@ -125,6 +128,8 @@ class Store:
         retention: float | None = None,
         recent_versions: int = DEFAULT_RECENT_VERSIONS,
         chain_key: bytes | None = None,
+        archive: Archive | str | None = None,
+        archive_interval: float = 1.0,
     ) -> Store:
         """Open (creating if needed) the store in directory ``path`` and lock it.
 
@@ -155,6 +160,12 @@ class Store:
                 ``storage.verify(..., key=)`` accepts. Every open needs the same key
                 (``ChainKeyMismatch`` otherwise). None: an unkeyed chain, which still
                 proves that a log extends a saved anchor.
+            archive: Ship every log to ``"s3://bucket/prefix"``, ``"file:///dir"`` or an
+                ``storage.archive.Archive`` (an ``S3Archive`` with its own endpoint or
+                client, say), in the background: sealed segments, snapshots, manifests.
+                Retention keeps what is not shipped; ``close()`` ships the rest. See
+                ``docs/archive.md`` and :meth:`archive_status`.
+            archive_interval: Seconds between shipping rounds.
 
         A store belongs to the process that opened it: in a child made by ``fork`` every
         inherited store and handle raises :class:`StoreForked`, and nothing of the parent's
@@ -176,6 +187,14 @@ class Store:
             raise InvalidOption(msg)
         check_clock(clock)
         history = check_history(recovery_budget, retention, recent_versions)
+        if (
+            isinstance(archive_interval, bool)
+            or not isinstance(archive_interval, int | float)
+            or not 0 < archive_interval <= 3600
+        ):
+            msg = f"archive_interval={archive_interval!r} must be seconds in (0, 3600]"
+            raise InvalidOption(msg)
+        shipping = None if archive is None else open_archive(archive)
         directory = Path(path)
         with opening(directory, "creating the store directory"):
             _fileio.make_dirs(directory)
@@ -188,6 +207,8 @@ class Store:
             lock.release()
             raise
         store = cls(directory, options, lock, on_replay, clock, sweep_interval, history)
+        if shipping is not None:
+            store._shipper = StoreShipper(shipping, directory, float(archive_interval))
         _OPEN_STORES.add(store)
         return store
 
@@ -458,7 +479,7 @@ class Store:
         manifest: Manifest,
         history: HistoryPolicy,
     ) -> tuple[ActorHandle[A], A]:
-        return start_actor(
+        handle, actor = start_actor(
             directory,
             actor_class,
             args,
@@ -469,6 +490,20 @@ class Store:
             runtime=self._runtime,
             progress=self._progress,
         )
+        if self._shipper is not None:
+            self._shipper.add(directory, handle.core)
+        return handle, actor
+
+    def archive_status(self) -> dict[str, ArchiveStatus]:
+        """How far each open key space's and actor's log is shipped, by directory name.
+
+        Raises:
+            InvalidOperation: The store was opened without an archive.
+        """
+        if self._shipper is None:
+            msg = "this store ships to no archive; open it with Store.open(..., archive=...)"
+            raise InvalidOperation(msg)
+        return self._shipper.status()
 
     def _start_sweeper(self) -> None:
         if self._sweeper is None:
@@ -494,6 +529,20 @@ class Store:
         for feeder in list(self._feeders.values()):  # before their actors and sources stop
             feeder.stop(timeout)
         self._stop_sweeper.set()
+
+    def _refuse_handles(self, keyspaces: list[KeySpace]) -> None:
+        for keyspace in keyspaces:
+            message = (
+                f"key space {keyspace.name!r} was closed with its store; open the store again "
+                f"and call store.keyspace({keyspace.name!r})"
+            )
+            keyspace.close(KeyspaceClosed, message)
+        for handle in self._handles.values():
+            message = (
+                f"actor {handle.name!r} was stopped when its store was closed; open the store "
+                "again and spawn it"
+            )
+            handle.refuse(ActorStopped, message)
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop every actor (answering queued commands, syncing logs), then unlock.
@@ -531,18 +580,7 @@ class Store:
         self._stop_feeders_and_sweeper(timeout)
         if self._sweeper is not None:
             self._sweeper.join()
-        for keyspace in keyspaces:
-            message = (
-                f"key space {keyspace.name!r} was closed with its store; open the store again "
-                f"and call store.keyspace({keyspace.name!r})"
-            )
-            keyspace.close(KeyspaceClosed, message)
-        for handle in self._handles.values():
-            message = (
-                f"actor {handle.name!r} was stopped when its store was closed; open the store "
-                "again and spawn it"
-            )
-            handle.refuse(ActorStopped, message)
+        self._refuse_handles(keyspaces)
         stopping = [(handle, handle.stop_async()) for handle in handles]
         deadline = time.monotonic() + timeout
         stuck = []
@@ -551,6 +589,8 @@ class Store:
                 stopped.get(timeout=max(0.0, deadline - time.monotonic()))
             except stopped.timeout_error:
                 stuck.append((handle, stopped))
+        if self._shipper is not None:  # every log is closed and complete now
+            self._shipper.close(max(0.0, deadline - time.monotonic()))
         if not stuck:
             self._lock.release()
             return

@@ -8,10 +8,14 @@ thread of ``fsync="interval"``). ``docs/format.md`` describes every byte on disk
 from storage._format import DEFAULT_SEGMENT_BYTES, MAX_PAYLOAD_BYTES
 from storage._lock import DirectoryLock
 from storage._recovery import TailCut
+from storage.archive import Archive, FileArchive, open_archive
 from storage.chain import Anchor
 from storage.errors import (
     ActorKVError,
     ActorStopped,
+    ArchiveError,
+    ArchiveGap,
+    ArchivePreconditionFailed,
     ChainKeyMismatch,
     CorruptLog,
     HistoryUnavailable,
@@ -37,6 +41,7 @@ from storage.errors import (
 from storage.log import FsyncPolicy, LogOptions, SegmentedLog
 from storage.reader import LogReader, TornTail
 from storage.repair import RepairReport, repair
+from storage.restore import RestoreReport, restore
 from storage.verify import VerifyReport, verify
 
 __all__ = [
@@ -45,9 +50,14 @@ __all__ = [
     "ActorKVError",
     "ActorStopped",
     "Anchor",
+    "Archive",
+    "ArchiveError",
+    "ArchiveGap",
+    "ArchivePreconditionFailed",
     "ChainKeyMismatch",
     "CorruptLog",
     "DirectoryLock",
+    "FileArchive",
     "FsyncPolicy",
     "HistoryUnavailable",
     "IndexNotReady",
@@ -64,6 +74,7 @@ __all__ = [
     "OpenFailed",
     "RepairReport",
     "ReplayFailed",
+    "RestoreReport",
     "SegmentedLog",
     "StopTimeout",
     "StoreForked",
@@ -75,6 +86,8 @@ __all__ = [
     "VerifyReport",
     "VersionConflict",
     "WriteFailed",
+    "open_archive",
     "repair",
+    "restore",
     "verify",
 ]

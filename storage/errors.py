@@ -38,6 +38,9 @@ from pathlib import Path
 __all__ = [
     "ActorKVError",
     "ActorStopped",
+    "ArchiveError",
+    "ArchiveGap",
+    "ArchivePreconditionFailed",
     "ChainKeyMismatch",
     "CorruptLog",
     "HistoryUnavailable",
@@ -203,6 +206,25 @@ class UniqueViolation(VersionConflict):
 
 class IndexNotReady(ActorKVError):
     """An index is still being built and the query asked not to wait (``wait=False``)."""
+
+
+class ArchiveError(ActorKVError):
+    """The archive could not be read or written.
+
+    A network or server failure, a permission, a missing object, or an object whose bytes
+    do not match its upload record.
+    """
+
+
+class ArchivePreconditionFailed(ArchiveError):
+    """A conditional put found the object other than it required (created or changed)."""
+
+
+class ArchiveGap(ArchiveError):
+    """The archive lacks records a restore needs; the message names the missing range.
+
+    Retention deleted them before they shipped, or they never shipped.
+    """
 
 
 class KeyspaceClosed(ActorKVError):

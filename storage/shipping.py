@@ -1,0 +1,210 @@
+"""Shipping one log directory to an archive, and the upload records a restore trusts.
+
+What goes where, under the directory's archive prefix (``keyspaces/users/`` say)::
+
+    segments/00000000000000000001.seg    a sealed segment, byte for byte
+    snapshots/<snapshot file name>       a listed snapshot, byte for byte
+    uploads/segment-00000000000000000001.json   one Upload per shipped object
+    uploads/snapshot-00000000000000000500.json
+    MANIFEST                             the directory's manifest (key type, indexes, ...)
+
+A data object is written first and its upload record second: the record (seq range, size,
+BLAKE2b digest, chain head after it, commit time) is the commit point. A crash between the
+two leaves an object no record names, which a restore never reads and the next shipment
+overwrites; a record whose object does not match its digest is refused by the restore.
+Sealed segments and snapshots are immutable and named by their first seq, so once recorded
+they are not shipped again. The one exception: ``include_active`` ships the newest segment
+of a closed log as it is, and if a later open goes on appending to it, the next shipment
+replaces it (and its record) with the longer one. A restore that reads a record and then
+finds the object replaced sees a digest mismatch and reads both again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from storage._format import segment_name
+from storage._recovery import list_segments
+from storage._segment import read_header, scan_to_end
+from storage.archive import Archive
+from storage.errors import ArchiveError
+from storage.manifest import read_manifest
+
+__all__ = ["DirectoryShipper", "Upload", "read_uploads"]
+
+UPLOADS = "uploads/"
+
+
+class Upload(msgspec.Struct, frozen=True, kw_only=True):
+    """A committed upload: one immutable object and what it holds.
+
+    Attributes:
+        kind: ``"segment"`` or ``"snapshot"``.
+        object: The data object's name, relative to the directory's prefix.
+        first_seq: The first record it holds (a snapshot: its seq).
+        last_seq: The last record it holds (a snapshot: its seq).
+        bytes: Its size.
+        blake2b: The hex BLAKE2b-256 digest of its bytes.
+        head: The chain head (hex) after ``last_seq``.
+        time: The commit time of ``last_seq`` (0.0 if unknown).
+    """
+
+    kind: Literal["segment", "snapshot"]
+    object: str
+    first_seq: int
+    last_seq: int
+    bytes: int
+    blake2b: str
+    head: str
+    time: float = 0.0
+
+
+def digest(data: bytes) -> str:
+    """The digest an upload records."""
+    return hashlib.blake2b(data, digest_size=32).hexdigest()
+
+
+def read_uploads(archive: Archive, prefix: str) -> list[Upload]:
+    """Every upload record under ``prefix``, segments and snapshots, by first seq.
+
+    Raises:
+        ArchiveError: The archive could not be listed or a record read or decoded.
+    """
+    uploads = []
+    for name in archive.list(prefix + UPLOADS):
+        if not name.endswith(".json"):
+            continue
+        data = archive.get(name)
+        try:
+            uploads.append(msgspec.json.decode(data, type=Upload))
+        except msgspec.DecodeError as exc:
+            msg = f"upload record {name} does not decode: {exc}"
+            raise ArchiveError(msg) from exc
+    uploads.sort(key=lambda upload: (upload.first_seq, upload.kind))
+    return uploads
+
+
+@dataclass
+class DirectoryShipper:
+    """Ships one log directory's segments and snapshots under ``prefix``. One thread at a time.
+
+    Attributes:
+        shipped_seq: Every record up to this is in shipped segments (0: none yet).
+        shipped: The data objects already recorded, and the last seq each holds.
+    """
+
+    archive: Archive
+    directory: Path
+    prefix: str
+    shipped_seq: int = 0
+    shipped: dict[str, int] = field(default_factory=dict)
+    sealed: set[str] = field(default_factory=set)  # recorded whole and sealed: done
+    loaded: bool = False
+    manifest_etag: str | None = None
+
+    def load(self) -> None:
+        """Learn what an earlier run shipped (its upload records)."""
+        uploads = read_uploads(self.archive, self.prefix)
+        self.shipped = {upload.object: upload.last_seq for upload in uploads}
+        self.shipped_seq = _contiguous_end(
+            [upload for upload in uploads if upload.kind == "segment"], self.shipped_seq
+        )
+        self.loaded = True
+
+    def ship(self, *, include_active: bool = False) -> int:
+        """Ship what is sealed and not yet shipped, oldest first; returns the shipped seq.
+
+        Raises:
+            ArchiveError: An upload failed (what shipped before it stays recorded).
+            CorruptLog: A local segment does not read (it is left unshipped).
+        """
+        if not self.loaded:
+            self.load()
+        segments = list_segments(self.directory)
+        closing = len(segments) if include_active else len(segments) - 1
+        for index in range(closing):
+            segment = segments[index]
+            name = "segments/" + segment_name(segment.base_seq)
+            sealed = index + 1 < len(segments)
+            if name in self.sealed:
+                continue  # sealed and recorded whole: immutable
+            if sealed:
+                following = read_header(segments[index + 1].path)
+                last_seq, head, time = following.base_seq - 1, following.head, following.time
+            else:
+                end = scan_to_end(segment.path, segment.base_seq, read_header(segment.path).version)
+                last_seq, head, time = end.next_seq - 1, end.last_hash or b"", end.last_time
+            if last_seq < segment.base_seq or self.shipped.get(name, 0) >= last_seq:
+                if sealed:
+                    self.sealed.add(name)
+                continue  # empty, or shipped whole already
+            data = segment.path.read_bytes()
+            self._commit(
+                Upload(
+                    kind="segment",
+                    object=name,
+                    first_seq=segment.base_seq,
+                    last_seq=last_seq,
+                    bytes=len(data),
+                    blake2b=digest(data),
+                    head=head.hex(),
+                    time=time,
+                ),
+                data,
+                f"segment-{segment.base_seq:020d}",
+            )
+            self.shipped_seq = max(self.shipped_seq, last_seq)
+            if sealed:
+                self.sealed.add(name)
+        self._ship_snapshots()
+        self._ship_manifest()
+        return self.shipped_seq
+
+    def _ship_snapshots(self) -> None:
+        manifest = read_manifest(self.directory)
+        for listed in manifest.snapshots if manifest is not None else ():
+            name = "snapshots/" + listed.file
+            path = self.directory / listed.file
+            if name in self.shipped or not path.exists():
+                continue
+            data = path.read_bytes()
+            upload = Upload(
+                kind="snapshot",
+                object=name,
+                first_seq=listed.seq,
+                last_seq=listed.seq,
+                bytes=len(data),
+                blake2b=digest(data),
+                head="",
+            )
+            self._commit(upload, data, f"snapshot-{listed.seq:020d}")
+
+    def _ship_manifest(self) -> None:
+        path = self.directory / "MANIFEST"
+        if not path.exists():
+            return
+        data = path.read_bytes()
+        etag = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        if etag != self.manifest_etag:
+            self.archive.put(self.prefix + "MANIFEST", data)
+            self.manifest_etag = etag
+
+    def _commit(self, upload: Upload, data: bytes, record: str) -> None:
+        self.archive.put(self.prefix + upload.object, data)
+        self.archive.put(f"{self.prefix}{UPLOADS}{record}.json", msgspec.json.encode(upload))
+        self.shipped[upload.object] = upload.last_seq
+
+
+def _contiguous_end(segments: list[Upload], start: int) -> int:
+    """The last seq of the run of segments that continues from seq 1 (or the first one)."""
+    end = start
+    for upload in sorted(segments, key=lambda upload: upload.first_seq):
+        if end and upload.first_seq > end + 1:
+            break
+        end = max(end, upload.last_seq)
+    return end
