@@ -172,8 +172,10 @@ def _restore_directory(
         raise ArchiveGap(msg)
     point = _point(name, segments, seq, time)
     base = max((s for s in snapshots if s.last_seq <= point), default=None, key=_seq_of)
-    start = 1 if base is None else base.last_seq + 1
-    needed = _covering(name, segments, start, point)
+    # From the record after the snapshot; a snapshot of the point itself still needs the
+    # segment holding it, which the log continues from.
+    start = 1 if base is None else min(base.last_seq + 1, point)
+    needed = _covering(name, segments, max(start, 1), point)
     _fileio.make_dirs(target)
     wanted = [*needed, *([] if base is None else [base])]
     jobs = [pool.submit(_fetch, archive, prefix, upload, target) for upload in wanted]
@@ -202,14 +204,19 @@ def _seq_of(upload: Upload) -> int:
 
 def _point(name: str, segments: list[Upload], seq: int | None, time: float | None) -> int:
     """The last seq to restore: the gap-free end, ``seq``, or the end of ``time``'s segment."""
-    end = 0
+    end, gap_to = 0, None
     for upload in segments:  # by first seq
         if end and upload.first_seq > end + 1:
+            gap_to = upload.first_seq - 1
             break
         end = max(end, upload.last_seq)
     if seq is not None:
         if seq > end:
-            msg = f"{name}: the archive holds records up to {end} without a gap, not {seq}"
+            missing = f"{end + 1}..{gap_to}" if gap_to is not None else f"after {end}"
+            msg = (
+                f"{name}: records {missing} are not in the archive (never shipped, or "
+                f"deleted), so seq {seq} cannot be restored; the newest point is {end}"
+            )
             raise ArchiveGap(msg)
         return seq
     if time is not None:
