@@ -45,7 +45,7 @@ def archive_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "file":
         return f"file://{tmp_path / 'archive'}"
     request.getfixturevalue("s3_env")
-    import boto3  # noqa: PLC0415
+    import boto3
 
     bucket = f"actorkv-test-{next(_buckets)}"
     boto3.client("s3").create_bucket(Bucket=bucket)

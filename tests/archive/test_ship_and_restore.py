@@ -30,11 +30,15 @@ def write_history(path: Path, archive: Any, **options: Any) -> dict[str, Any]:
             if i == 150:
                 users.snapshot()
             orders.put(f"o{i % 20}", i)
-        expected["users"] = {seq: dict(users.at(seq).items()) for seq in range(1, users.last_seq + 1, 17)}
+        expected["users"] = {
+            seq: dict(users.at(seq).items()) for seq in range(1, users.last_seq + 1, 17)
+        }
         expected["users_last"] = dict(users.items())
         expected["orders_last"] = dict(orders.items())
         expected["times"] = [(users.time_of(seq), seq) for seq in (40, 200, users.last_seq)]
-        expected["users_at_time"] = {t: dict(users.at(time=t).items()) for t, _ in expected["times"]}
+        expected["users_at_time"] = {
+            t: dict(users.at(time=t).items()) for t, _ in expected["times"]
+        }
     return expected
 
 
