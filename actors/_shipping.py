@@ -43,8 +43,8 @@ class ArchiveStatus(msgspec.Struct, frozen=True):
         name: Its directory in the store, e.g. ``"keyspaces/users"``.
         shipped_seq: Every record up to this is in the archive.
         last_seq: The newest record of its log (as of the last look).
-        pending: Records not shipped yet (``last_seq - shipped_seq``); those of the active
-            segment ship when it is sealed, or at close.
+        pending: Records not shipped yet (``last_seq - shipped_seq``): those written since
+            the last round (the active segment's durable records ship every interval).
         failures: Failed shipping attempts in a row (0: the last one worked).
         last_error: What the last failure said, or None.
         last_shipped_at: When the last attempt that worked ended (seconds since the epoch).
@@ -104,7 +104,7 @@ class StoreShipper:
             entries = dict(self._entries)
         found = {}
         for name, entry in entries.items():
-            shipped = entry.shipper.shipped_seq
+            shipped = max(entry.shipper.shipped_seq, entry.shipper.tail_seq)
             last = entry.core.log.last_seq
             found[name] = ArchiveStatus(
                 name,
@@ -137,6 +137,8 @@ class StoreShipper:
                 continue
             try:
                 entry.shipper.ship(include_active=include_active)
+                if not include_active:
+                    entry.shipper.ship_tail(*entry.core.log.durable_tail())
             except (ActorKVError, OSError) as exc:
                 entry.failures += 1
                 entry.last_error = str(exc)

@@ -87,6 +87,9 @@ class SegmentedLog:
         # syncer fsyncs outside the mutex, so "dirty" cannot be a flag it clears up front.
         self._appended = 0
         self._synced = 0
+        # (active segment size, last seq) known fsynced; None until the first fsync of this
+        # handle (what an earlier handle left may not be).
+        self._durable: tuple[int, int] | None = None
         self.fsyncs = 0
         """How many fsyncs of segment data succeeded since open (all threads)."""
         self._always = options.fsync == "always"
@@ -223,6 +226,7 @@ class SegmentedLog:
             self._appended += 1
             if self._always:
                 self._synced = self._appended
+                self._durable = (self._active_size, self._last_seq)
             return self._last_seq
 
     def sync(self) -> None:
@@ -243,7 +247,32 @@ class SegmentedLog:
                 msg = f"fsync of {self._segments[-1].path} failed: {exc}"
                 raise WriteFailed(msg) from exc
             self._synced = self._appended
+            self._durable = (self._active_size, self._last_seq)
             self.fsyncs += 1
+
+    def durable_tail(self) -> tuple[Path, int, int, int]:
+        """``(path, base_seq, size, last_seq)``: how much of the active segment is durable.
+
+        Its first ``size`` bytes hold whole records up to ``last_seq``, fsynced: what may be
+        shipped before the segment is sealed. Fsyncs first if this handle has not yet.
+
+        Raises:
+            WriteFailed: That fsync failed. KeyspaceClosed: The log is closed.
+        """
+        with self._mutex:
+            self._check_open()
+            if self._durable is None and self._failure is None:
+                try:
+                    _fileio.fsync(self._fd)
+                except OSError as exc:
+                    self._fail(exc, truncate_to=None)
+                    msg = f"fsync of {self._segments[-1].path} failed: {exc}"
+                    raise WriteFailed(msg) from exc
+                self._synced = self._appended
+                self._durable = (self._active_size, self._last_seq)
+            active = self._segments[-1]
+            size, last_seq = self._durable or (SEGMENT_HEADER_SIZE, active.base_seq - 1)
+            return active.path, active.base_seq, size, last_seq
 
     def truncate_before(self, seq: int) -> int:
         """Delete whole segments whose records are all below ``seq``; returns how many.
@@ -562,6 +591,7 @@ class SegmentedLog:
         self._fd = fd
         self._segments.append(Segment(path, self._last_seq + 1))
         self._active_size = SEGMENT_HEADER_SIZE
+        self._durable = (SEGMENT_HEADER_SIZE, self._last_seq)
 
     def _fail(self, exc: BaseException, truncate_to: int | None) -> None:
         """Refuse writes from now on; best-effort removal of a partial group."""
@@ -594,6 +624,7 @@ class SegmentedLog:
             covered = self._appended
             if covered == self._synced or self._failure is not None or self._closed:
                 return
+            size, last_seq, base = self._active_size, self._last_seq, self._segments[-1].base_seq
             # fsync outside the mutex, so appends go on meanwhile; a roll leaves this
             # descriptor open for us (see _retired_fd).
             fd = self._syncing_fd = self._fd
@@ -605,6 +636,8 @@ class SegmentedLog:
         else:
             with self._mutex:
                 self._synced = max(self._synced, covered)
+                if base == self._segments[-1].base_seq:  # no roll meanwhile: still active
+                    self._durable = (size, last_seq)
                 self.fsyncs += 1
         finally:
             with self._mutex:

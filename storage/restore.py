@@ -165,7 +165,7 @@ def _restore_directory(
 ) -> tuple[int, int | None]:
     prefix = name + "/"
     uploads = read_uploads(archive, prefix)
-    segments = [upload for upload in uploads if upload.kind == "segment"]
+    segments = _with_tail(uploads)
     snapshots = [upload for upload in uploads if upload.kind == "snapshot"]
     if not segments:
         msg = f"{name}: the archive holds no segment of it"
@@ -196,6 +196,16 @@ def _restore_directory(
         msg = f"{name}: the restored log does not verify: {'; '.join(checked.problems)}"
         raise ArchiveError(msg)
     return last, None if base is None else base.last_seq
+
+
+def _with_tail(uploads: list[Upload]) -> list[Upload]:
+    """The segment uploads, the active segment's tail in place of a shorter copy of it."""
+    segments = {u.first_seq: u for u in uploads if u.kind == "segment"}
+    for tail in (u for u in uploads if u.kind == "tail"):
+        shipped = segments.get(tail.first_seq)
+        if shipped is None or shipped.last_seq < tail.last_seq:
+            segments[tail.first_seq] = tail
+    return [segments[first] for first in sorted(segments)]
 
 
 def _seq_of(upload: Upload) -> int:
@@ -271,7 +281,8 @@ def _fetch(archive: Archive, prefix: str, upload: Upload, target: Path) -> tuple
 
 
 def _reread(archive: Archive, prefix: str, upload: Upload) -> Upload:
-    record = f"{prefix}uploads/{upload.kind}-{upload.first_seq:020d}.json"
+    kind, first = upload.kind, upload.first_seq
+    record = f"{prefix}uploads/" + ("tail.json" if kind == "tail" else f"{kind}-{first:020d}.json")
     try:
         return msgspec.json.decode(archive.get(record), type=Upload)
     except (ArchiveError, msgspec.DecodeError):

@@ -3,6 +3,8 @@
 What goes where, under the directory's archive prefix (``keyspaces/users/`` say)::
 
     segments/00000000000000000001.seg    a sealed segment, byte for byte
+    tail/00000000000000000065.seg        the durable start of the active segment
+    uploads/tail.json                    its record, replaced each time it grows
     snapshots/<snapshot file name>       a listed snapshot, byte for byte
     uploads/segment-00000000000000000001.json   one Upload per shipped object
     uploads/snapshot-00000000000000000500.json
@@ -44,7 +46,8 @@ class Upload(msgspec.Struct, frozen=True, kw_only=True):
     """A committed upload: one immutable object and what it holds.
 
     Attributes:
-        kind: ``"segment"`` or ``"snapshot"``.
+        kind: ``"segment"``, ``"snapshot"``, or ``"tail"`` (the durable start of the active
+            segment, replaced as it grows; superseded once the segment ships sealed).
         object: The data object's name, relative to the directory's prefix.
         first_seq: The first record it holds (a snapshot: its seq).
         last_seq: The last record it holds (a snapshot: its seq).
@@ -54,7 +57,7 @@ class Upload(msgspec.Struct, frozen=True, kw_only=True):
         time: The commit time of ``last_seq`` (0.0 if unknown).
     """
 
-    kind: Literal["segment", "snapshot"]
+    kind: Literal["segment", "snapshot", "tail"]
     object: str
     first_seq: int
     last_seq: int
@@ -104,6 +107,7 @@ class DirectoryShipper:
     shipped_seq: int = 0
     shipped: dict[str, int] = field(default_factory=dict)
     sealed: set[str] = field(default_factory=set)  # recorded whole and sealed: done
+    tail_seq: int = 0  # the last record the shipped tail holds
     loaded: bool = False
     manifest_etag: str | None = None
 
@@ -111,6 +115,7 @@ class DirectoryShipper:
         """Learn what an earlier run shipped (its upload records)."""
         uploads = read_uploads(self.archive, self.prefix)
         self.shipped = {upload.object: upload.last_seq for upload in uploads}
+        self.tail_seq = max((u.last_seq for u in uploads if u.kind == "tail"), default=0)
         self.shipped_seq = _contiguous_end(
             [upload for upload in uploads if upload.kind == "segment"], self.shipped_seq
         )
@@ -164,6 +169,37 @@ class DirectoryShipper:
         self._ship_snapshots()
         self._ship_manifest()
         return self.shipped_seq
+
+    def ship_tail(self, path: Path, base_seq: int, size: int, last_seq: int) -> int:
+        """Ship the durable start of the active segment if it grew; returns the shipped seq.
+
+        ``(path, base_seq, size, last_seq)`` is ``SegmentedLog.durable_tail()``: whole,
+        fsynced records only, so nothing a crash could still take back is shipped.
+        """
+        if not self.loaded:
+            self.load()
+        name = "segments/" + segment_name(base_seq)
+        if (
+            last_seq < base_seq
+            or last_seq <= self.tail_seq
+            or self.shipped.get(name, 0) >= last_seq
+        ):
+            return max(self.shipped_seq, self.tail_seq)
+        with path.open("rb") as file:
+            data = file.read(size)
+        if len(data) == size:
+            upload = Upload(
+                kind="tail",
+                object="tail/" + segment_name(base_seq),
+                first_seq=base_seq,
+                last_seq=last_seq,
+                bytes=size,
+                blake2b=digest(data),
+                head="",
+            )
+            self._commit(upload, data, "tail")
+            self.tail_seq = last_seq
+        return max(self.shipped_seq, self.tail_seq)
 
     def _ship_snapshots(self) -> None:
         manifest = read_manifest(self.directory)

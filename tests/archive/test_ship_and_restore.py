@@ -189,3 +189,25 @@ def wait_for(condition: Any) -> None:
             return
         done.wait(0.02)
     raise AssertionError("timed out waiting")
+
+
+def test_the_active_segments_durable_records_ship_every_interval(
+    tmp_path: Path, archive_url: str
+) -> None:
+    # One big segment: nothing is sealed, so only tail shipping can get records out.
+    with Store.open(tmp_path / "s", archive=archive_url, archive_interval=0.05) as store:
+        ks = store.keyspace("k")
+        for i in range(50):
+            ks.put(f"k{i}", i)
+        wait_for(lambda: store.archive_status()["keyspaces/k"].pending == 0)
+        assert store.archive_status()["keyspaces/k"].shipped_seq == 50
+        # The machine is lost now: restore while the writer still runs.
+        report = restore(archive_url, tmp_path / "restored")
+        assert report.seqs == {"keyspaces/k": 50}
+        with Store.open(tmp_path / "restored") as restored:
+            assert dict(restored.keyspace("k").items()) == dict(ks.items())
+        for i in range(50, 80):
+            ks.put(f"k{i}", i)
+        wait_for(lambda: store.archive_status()["keyspaces/k"].shipped_seq == 80)
+    report = restore(archive_url, tmp_path / "again")
+    assert report.seqs == {"keyspaces/k": 80}
