@@ -8,7 +8,12 @@ it never blocks or fails a write. Retention never deletes a segment that is not 
 actor's core holds its history from the first unshipped seq (``ActorCore.holds``).
 
 ``close()`` ships everything, the last segment included, after the actors stopped (so every
-log is closed and complete), within the store's close timeout.
+log is closed and complete), within the store's close timeout, then lets the lease go.
+
+One store writes an archive prefix at a time (``storage/lease.py``): the lease is taken at
+open and renewed before shipping whenever a third of it has passed. A store whose lease was
+taken over (it was paused past its expiry, say) is fenced: it ships nothing more, and its
+status says so.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from storage.archive import Archive
-from storage.errors import ActorKVError
+from storage.errors import ActorKVError, ArchiveLeased
+from storage.lease import Lease
 from storage.shipping import DirectoryShipper
 
 if TYPE_CHECKING:
@@ -72,9 +78,11 @@ class _Shipped:
 class StoreShipper:
     """Ships a store's log directories to one archive, in a daemon thread of its own."""
 
-    def __init__(self, archive: Archive, store_path: Path, interval: float) -> None:
+    def __init__(self, archive: Archive, store_path: Path, interval: float, lease: Lease) -> None:
         """Start nothing yet; :meth:`add` directories, then the thread starts."""
         self.archive = archive
+        self.lease = lease
+        self.fenced: ArchiveLeased | None = None
         self.store_path = store_path
         self.interval = interval
         self._entries: dict[str, _Shipped] = {}
@@ -87,6 +95,8 @@ class StoreShipper:
         """Ship ``directory`` (a started actor's) from now on; hold its unshipped history."""
         name = directory.relative_to(self.store_path).as_posix()
         shipper = DirectoryShipper(self.archive, directory, name + "/")
+        shipper.token = self.lease.token
+        shipper.before_upload = self.lease.ensure
         entry = _Shipped(shipper, core)
         core.holds["archive"] = lambda: shipper.shipped_seq + 1
         with self._mutex:
@@ -118,7 +128,7 @@ class StoreShipper:
         return found
 
     def _run(self) -> None:
-        while not self._stopping.is_set():
+        while not self._stopping.is_set() and self.fenced is None:
             self._ship_due(include_active=False)
             self._wake.wait(self.interval)
             self._wake.clear()
@@ -128,7 +138,12 @@ class StoreShipper:
         with self._mutex:
             entries = list(self._entries.items())
         failed = []
+        self._keep_lease()
         for name, entry in entries:
+            if self.fenced is not None:
+                entry.last_error = str(self.fenced)
+                failed.append(name)
+                continue
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 failed.append(name)
@@ -139,6 +154,10 @@ class StoreShipper:
                 entry.shipper.ship(include_active=include_active)
                 if not include_active:
                     entry.shipper.ship_tail(*entry.core.log.durable_tail())
+            except ArchiveLeased as exc:
+                self._fence(exc)
+                entry.last_error = str(exc)
+                failed.append(name)
             except (ActorKVError, OSError) as exc:
                 entry.failures += 1
                 entry.last_error = str(exc)
@@ -159,17 +178,40 @@ class StoreShipper:
                 entry.retry_at = 0.0
         return failed
 
+    def _keep_lease(self) -> None:
+        try:
+            if self.fenced is None:
+                self.lease.ensure()
+        except ArchiveLeased as exc:
+            self._fence(exc)
+        except ActorKVError as exc:  # the archive is unreachable: the uploads will say so
+            logger.warning("taking or renewing the archive lease failed: %s", exc)
+
+    def _fence(self, exc: ArchiveLeased) -> None:
+        if self.fenced is None:
+            self.fenced = exc
+            logger.error("this store lost the archive lease and ships nothing more: %s", exc)
+
+    def stop(self, timeout: float) -> None:
+        """Stop the thread (before the actors stop, so no round meets a closed log)."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
     def close(self, timeout: float) -> list[str]:
-        """Stop the thread, then ship everything (the actors have stopped).
+        """Ship everything (the thread and the actors have stopped), then let the lease go.
 
         Returns the directories not fully shipped within ``timeout`` (also logged).
         """
         deadline = time.monotonic() + timeout
-        self._stopping.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(max(0.0, deadline - time.monotonic()))
+        self.stop(timeout)
         failed = self._ship_due(include_active=True, deadline=deadline)
+        if self.fenced is None:
+            try:
+                self.lease.release()
+            except ActorKVError as exc:
+                logger.warning("releasing the archive lease failed (it will expire): %s", exc)
         for name in failed:
             entry = self._entries[name]
             logger.error(

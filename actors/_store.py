@@ -34,6 +34,7 @@ from actors._shipping import ArchiveStatus, StoreShipper
 from actors._snapshots import HistoryPolicy
 from actors._starting import start_actor
 from actors._store_checks import (
+    check_archive_timing,
     check_clock,
     check_history,
     qualified_name,
@@ -44,7 +45,9 @@ from storage import DEFAULT_SEGMENT_BYTES, DirectoryLock, LogOptions, _fileio
 from storage._format import FORMAT_VERSION
 from storage.archive import Archive, open_archive
 from storage.errors import (
+    ActorKVError,
     ActorStopped,
+    ArchiveLeased,
     InvalidInput,
     InvalidName,
     InvalidOperation,
@@ -55,6 +58,7 @@ from storage.errors import (
     opening,
 )
 from storage.kv_versions import DEFAULT_RECENT_VERSIONS
+from storage.lease import Lease
 from storage.log import FsyncPolicy
 from storage.manifest import Manifest, read_manifest
 
@@ -130,6 +134,7 @@ class Store:
         chain_key: bytes | None = None,
         archive: Archive | str | None = None,
         archive_interval: float = 1.0,
+        archive_lease: float = 15.0,
     ) -> Store:
         """Open (creating if needed) the store in directory ``path`` and lock it.
 
@@ -165,7 +170,11 @@ class Store:
                 client, say), in the background: sealed segments, snapshots, manifests.
                 Retention keeps what is not shipped; ``close()`` ships the rest. See
                 ``docs/archive.md`` and :meth:`archive_status`.
-            archive_interval: Seconds between shipping rounds.
+            archive_interval: Seconds between shipping rounds (at most a third of
+                ``archive_lease``).
+            archive_lease: Seconds the writer lease on the archive prefix lasts unless
+                renewed: a second store opening the prefix gets ``ArchiveLeased`` until
+                this store closes or its lease runs out (``storage/lease.py``).
 
         A store belongs to the process that opened it: in a child made by ``fork`` every
         inherited store and handle raises :class:`StoreForked`, and nothing of the parent's
@@ -187,13 +196,7 @@ class Store:
             raise InvalidOption(msg)
         check_clock(clock)
         history = check_history(recovery_budget, retention, recent_versions)
-        if (
-            isinstance(archive_interval, bool)
-            or not isinstance(archive_interval, int | float)
-            or not 0 < archive_interval <= 3600
-        ):
-            msg = f"archive_interval={archive_interval!r} must be seconds in (0, 3600]"
-            raise InvalidOption(msg)
+        check_archive_timing(archive_interval, archive_lease)
         shipping = None if archive is None else open_archive(archive)
         directory = Path(path)
         with opening(directory, "creating the store directory"):
@@ -206,9 +209,21 @@ class Store:
         except BaseException:
             lock.release()
             raise
+        if shipping is not None:
+            lease = Lease(shipping, float(archive_lease))
+            try:
+                lease.acquire()
+            except ArchiveLeased:
+                lock.release()
+                raise
+            except ActorKVError as exc:  # unreachable: writes go on, shipping takes it later
+                logger.warning("%s: the archive lease could not be taken yet: %s", path, exc)
+            except BaseException:
+                lock.release()
+                raise
         store = cls(directory, options, lock, on_replay, clock, sweep_interval, history)
         if shipping is not None:
-            store._shipper = StoreShipper(shipping, directory, float(archive_interval))
+            store._shipper = StoreShipper(shipping, directory, float(archive_interval), lease)
         _OPEN_STORES.add(store)
         return store
 
@@ -578,6 +593,8 @@ class Store:
             handles = [*self._handles.values(), *(keyspace._actor for keyspace in keyspaces)]
         _OPEN_STORES.discard(self)
         self._stop_feeders_and_sweeper(timeout)
+        if self._shipper is not None:
+            self._shipper.stop(timeout)
         if self._sweeper is not None:
             self._sweeper.join()
         self._refuse_handles(keyspaces)

@@ -113,3 +113,17 @@ def check_replayed_key_type(name: str, actor: KeySpaceActor, key_type: str) -> N
 
 def qualified_name(klass: type) -> str:
     return f"{klass.__module__}.{klass.__qualname__}"
+
+
+def check_archive_timing(interval: object, lease: object) -> None:
+    """``archive_interval`` and ``archive_lease``: seconds, the interval a third of the lease."""
+    for name, value in (("archive_interval", interval), ("archive_lease", lease)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 3600:
+            msg = f"{name}={value!r} must be seconds in (0, 3600]"
+            raise InvalidOption(msg)
+    if interval * 3 > lease:  # type: ignore[operator]
+        msg = (
+            f"archive_interval={interval!r} must be at most a third of archive_lease={lease!r}, "
+            "so the lease is renewed in time"
+        )
+        raise InvalidOption(msg)

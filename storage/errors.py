@@ -40,6 +40,7 @@ __all__ = [
     "ActorStopped",
     "ArchiveError",
     "ArchiveGap",
+    "ArchiveLeased",
     "ArchivePreconditionFailed",
     "ChainKeyMismatch",
     "CorruptLog",
@@ -225,6 +226,20 @@ class ArchiveGap(ArchiveError):
 
     Retention deleted them before they shipped, or they never shipped.
     """
+
+
+class ArchiveLeased(ArchiveError):
+    """Another store holds the archive prefix's writer lease (or took it from this one).
+
+    Attributes:
+        holder: Who holds it (``host:pid:id``).
+        expires_at: When its lease runs out unless renewed (seconds since the epoch).
+    """
+
+    def __init__(self, message: str, holder: str, expires_at: float) -> None:
+        super().__init__(message)
+        self.holder = holder
+        self.expires_at = expires_at
 
 
 class KeyspaceClosed(ActorKVError):

@@ -24,6 +24,7 @@ finds the object replaced sees a digest mismatch and reads both again.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -55,6 +56,7 @@ class Upload(msgspec.Struct, frozen=True, kw_only=True):
         blake2b: The hex BLAKE2b-256 digest of its bytes.
         head: The chain head (hex) after ``last_seq``.
         time: The commit time of ``last_seq`` (0.0 if unknown).
+        token: The writer lease's fencing token it was shipped under (``storage/lease.py``).
     """
 
     kind: Literal["segment", "snapshot", "tail"]
@@ -65,6 +67,7 @@ class Upload(msgspec.Struct, frozen=True, kw_only=True):
     blake2b: str
     head: str
     time: float = 0.0
+    token: int = 0
 
 
 def digest(data: bytes) -> str:
@@ -108,6 +111,8 @@ class DirectoryShipper:
     shipped: dict[str, int] = field(default_factory=dict)
     sealed: set[str] = field(default_factory=set)  # recorded whole and sealed: done
     tail_seq: int = 0  # the last record the shipped tail holds
+    token: int = 0  # the lease's fencing token, recorded in every upload
+    before_upload: Callable[[], None] | None = None  # the lease check (may raise)
     loaded: bool = False
     manifest_etag: str | None = None
 
@@ -231,6 +236,9 @@ class DirectoryShipper:
             self.manifest_etag = etag
 
     def _commit(self, upload: Upload, data: bytes, record: str) -> None:
+        if self.before_upload is not None:
+            self.before_upload()
+        upload = msgspec.structs.replace(upload, token=self.token)
         self.archive.put(self.prefix + upload.object, data)
         self.archive.put(f"{self.prefix}{UPLOADS}{record}.json", msgspec.json.encode(upload))
         self.shipped[upload.object] = upload.last_seq
