@@ -190,6 +190,11 @@ class DirectoryShipper:
             or self.shipped.get(name, 0) >= last_seq
         ):
             return max(self.shipped_seq, self.tail_seq)
+        earlier = [s for s in list_segments(self.directory) if s.base_seq < base_seq]
+        if any("segments/" + segment_name(s.base_seq) not in self.sealed for s in earlier):
+            # Sealed after this round listed them: they ship first, next round, so the
+            # archive never holds a tail beyond a gap.
+            return max(self.shipped_seq, self.tail_seq)
         with path.open("rb") as file:
             data = file.read(size)
         if len(data) == size:
