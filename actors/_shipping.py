@@ -122,7 +122,7 @@ class StoreShipper:
                 last,
                 max(0, last - shipped),
                 entry.failures,
-                entry.last_error,
+                str(self.fenced) if self.fenced is not None else entry.last_error,
                 entry.last_shipped_at,
             )
         return found

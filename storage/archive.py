@@ -14,8 +14,10 @@ What is shipped and how a restore trusts it is in ``storage/shipping.py``.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import unquote, urlparse
@@ -23,11 +25,14 @@ from urllib.parse import unquote, urlparse
 from storage import _fileio
 from storage.errors import ArchiveError, ArchivePreconditionFailed, InvalidOption
 
+logger = logging.getLogger("actorkv.archive")
+
 __all__ = [
     "Archive",
     "ArchiveError",
     "ArchivePreconditionFailed",
     "FileArchive",
+    "get_with_retries",
     "open_archive",
 ]
 
@@ -170,6 +175,20 @@ class FileArchive:
 
     def __repr__(self) -> str:
         return f"FileArchive({str(self.root)!r})"
+
+
+def get_with_retries(archive: Archive, name: str, attempts: int = 5, pause: float = 0.1) -> bytes:
+    """``archive.get``, tried again after a failure (a dropped connection, a cut body).
+
+    The pause doubles after each failure; the last failure is raised.
+    """
+    for attempt in range(attempts - 1):
+        try:
+            return archive.get(name)
+        except ArchiveError as exc:
+            logger.warning("reading %s failed (try %d of %d): %s", name, attempt + 1, attempts, exc)
+            time.sleep(pause * 2**attempt)
+    return archive.get(name)
 
 
 def _etag(data: bytes) -> str:

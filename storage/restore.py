@@ -33,7 +33,7 @@ import msgspec
 from storage import _fileio
 from storage._recovery import list_segments
 from storage._segment import read_header, scan_segment
-from storage.archive import Archive, open_archive
+from storage.archive import Archive, get_with_retries, open_archive
 from storage.errors import ArchiveError, ArchiveGap, InvalidInput, InvalidOperation
 from storage.manifest import ListedSnapshot, read_manifest, write_manifest
 from storage.reader import LogReader
@@ -44,6 +44,7 @@ __all__ = ["ArchiveGap", "RestoreReport", "restore"]
 
 MARKER = ".restoring"  # in the target while a restore runs; lets a rerun resume
 ATTEMPTS = 3  # reads of an object whose digest does not match before it is refused
+RETRY_PAUSE = 0.1  # seconds before reading a mismatched object again; doubled each time
 
 
 @dataclass(frozen=True)
@@ -263,10 +264,11 @@ def _fetch(archive: Archive, prefix: str, upload: Upload, target: Path) -> tuple
         and digest(path.read_bytes()) == upload.blake2b
     ):
         return True, 0
-    for _attempt in range(ATTEMPTS):
-        data = archive.get(prefix + upload.object)
+    for attempt in range(ATTEMPTS):
+        data = get_with_retries(archive, prefix + upload.object)
         if len(data) == upload.bytes and digest(data) == upload.blake2b:
             break
+        clock.sleep(RETRY_PAUSE * 2**attempt)
         # The object may have been replaced since its record was read (a segment shipped
         # again after it grew): read the record again before calling it tampered.
         upload = _reread(archive, prefix, upload)
@@ -284,7 +286,7 @@ def _reread(archive: Archive, prefix: str, upload: Upload) -> Upload:
     kind, first = upload.kind, upload.first_seq
     record = f"{prefix}uploads/" + ("tail.json" if kind == "tail" else f"{kind}-{first:020d}.json")
     try:
-        return msgspec.json.decode(archive.get(record), type=Upload)
+        return msgspec.json.decode(get_with_retries(archive, record), type=Upload)
     except (ArchiveError, msgspec.DecodeError):
         return upload
 
@@ -331,7 +333,7 @@ def _drain(scan: Any) -> Any:
 def _write_manifest(archive: Archive, prefix: str, target: Path, base: Upload | None) -> None:
     # The archived manifest as it was shipped (its own checksum inside), then rewritten to
     # list only the snapshot this restore used.
-    _replace_file(target / "MANIFEST", archive.get(prefix + "MANIFEST"))
+    _replace_file(target / "MANIFEST", get_with_retries(archive, prefix + "MANIFEST"))
     manifest = read_manifest(target)
     if manifest is None:
         msg = f"{prefix}MANIFEST does not read as a manifest"

@@ -34,7 +34,7 @@ import msgspec
 from storage._format import segment_name
 from storage._recovery import list_segments
 from storage._segment import read_header, scan_to_end
-from storage.archive import Archive
+from storage.archive import Archive, get_with_retries
 from storage.errors import ArchiveError
 from storage.manifest import read_manifest
 
@@ -85,7 +85,7 @@ def read_uploads(archive: Archive, prefix: str) -> list[Upload]:
     for name in archive.list(prefix + UPLOADS):
         if not name.endswith(".json"):
             continue
-        data = archive.get(name)
+        data = get_with_retries(archive, name)
         try:
             uploads.append(msgspec.json.decode(data, type=Upload))
         except msgspec.DecodeError as exc:

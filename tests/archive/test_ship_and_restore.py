@@ -138,7 +138,7 @@ def test_an_interrupted_restore_resumes(tmp_path: Path) -> None:
         def get(self, name: str) -> bytes:
             if name.endswith(".seg"):
                 Flaky.reads += 1
-                if Flaky.reads == 4:
+                if Flaky.reads >= 4:  # the network goes away for good midway
                     raise ArchiveError("connection reset")
             return super().get(name)
 
