@@ -254,14 +254,22 @@ class SegmentedLog:
         """``(path, base_seq, size, last_seq)``: how much of the active segment is durable.
 
         Its first ``size`` bytes hold whole records up to ``last_seq``, fsynced: what may be
-        shipped before the segment is sealed. Fsyncs first if this handle has not yet.
+        shipped before the segment is sealed. Appends not yet fsynced (``fsync="never"`` or
+        ``"interval"``) are fsynced first, outside the mutex as the background syncer does,
+        so what ships is never what a crash could take back.
 
         Raises:
             WriteFailed: That fsync failed. KeyspaceClosed: The log is closed.
         """
         with self._mutex:
             self._check_open()
-            if self._durable is None and self._failure is None:
+            behind = self._durable is not None and self._synced != self._appended
+        if behind:
+            self._sync_in_background()
+        with self._mutex:
+            self._check_open()
+            self._check_writable()  # WriteFailed if the fsync above (or anything) failed
+            if self._durable is None:
                 try:
                     _fileio.fsync(self._fd)
                 except OSError as exc:
@@ -271,7 +279,7 @@ class SegmentedLog:
                 self._synced = self._appended
                 self._durable = (self._active_size, self._last_seq)
             active = self._segments[-1]
-            size, last_seq = self._durable or (SEGMENT_HEADER_SIZE, active.base_seq - 1)
+            size, last_seq = self._durable
             return active.path, active.base_seq, size, last_seq
 
     def truncate_before(self, seq: int) -> int:

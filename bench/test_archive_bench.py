@@ -1,0 +1,164 @@
+"""Benchmarks of shipping to S3 and restoring from it, against moto's S3 server on 127.0.0.1.
+
+Goals and figures (issue 15; reported in ``extra_info`` and printed, never asserted):
+
+1. shipping throughput (MB/s of log shipped) and the lag it holds under a steady write
+   load: a writer puts 1 KiB values in batches of 100 for 10 s while the store ships every
+   0.2 s; the lag (records written but not shipped) is sampled every 50 ms;
+2. restore of a store of 1,000,000 keys (a snapshot, then 100,000 records after it): wall
+   time, against copying the same objects with boto3 directly (8 threads, no checks).
+
+moto keeps objects in memory in this process, so both sides pay its cost alike; figures
+against a real S3 endpoint differ (network), the ratio less so. Run with
+``pytest bench/test_archive_bench.py --benchmark-only -s``.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from actors import Store
+from bench.conftest import bench_size
+from storage import restore
+from storage.shipping import read_uploads
+
+boto3 = pytest.importorskip("boto3")
+moto_server = pytest.importorskip("moto.server")
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    saved = {name: os.environ.get(name) for name in ("AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID")}
+    os.environ.update(
+        AWS_ENDPOINT_URL_S3=endpoint,
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    yield boto3.client("s3")
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    server.stop()
+
+
+def test_shipping_throughput_and_lag(benchmark, s3: Any, tmp_path: Path) -> None:
+    s3.create_bucket(Bucket="ship")
+    seconds = bench_size(10, 1)
+    value = "v" * 1024
+    lags: list[int] = []
+    with Store.open(
+        tmp_path / "s", archive="s3://ship/p", archive_interval=0.2, fsync="never"
+    ) as store:
+        ks = store.keyspace("k")
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.wait(0.05):
+                lags.append(store.archive_status()["keyspaces/k"].pending)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        began = time.perf_counter()
+        written = 0
+        while time.perf_counter() - began < seconds:
+            with ks.batch() as batch:
+                for i in range(100):
+                    batch.put(f"k{(written + i) % 50_000}", value)
+            written += 100
+        wrote_for = time.perf_counter() - began
+        deadline = time.monotonic() + 120
+        while store.archive_status()["keyspaces/k"].pending and time.monotonic() < deadline:
+            time.sleep(0.05)
+        caught_up = time.perf_counter() - began
+        stop.set()
+        sampler.join()
+        rate = ks.last_seq / wrote_for
+    shipped = sum(u.bytes for u in read_uploads(_archive("ship"), "keyspaces/k/"))
+    benchmark.pedantic(lambda: None, rounds=1)
+    lags.sort()
+    figures = {
+        "records written": written,
+        "records/s written": round(rate),
+        "MB shipped": round(shipped / 1e6, 1),
+        "MB/s shipped": round(shipped / 1e6 / caught_up, 1),
+        "lag p50 records": lags[len(lags) // 2] if lags else 0,
+        "lag p99 records": lags[int(len(lags) * 0.99)] if lags else 0,
+        "lag p99 seconds": round((lags[int(len(lags) * 0.99)] if lags else 0) / max(rate, 1), 3),
+        "caught up after s": round(caught_up - wrote_for, 2),
+    }
+    benchmark.extra_info.update(figures)
+    print(f"\nshipping: {figures}")
+
+
+def _archive(bucket: str) -> Any:
+    from storage.s3archive import S3Archive
+
+    return S3Archive(bucket, "p")
+
+
+def test_restore_of_a_million_keys_vs_a_plain_copy(benchmark, s3: Any, tmp_path: Path) -> None:
+    s3.create_bucket(Bucket="restore")
+    keys, after = bench_size(1_000_000, 2_000), bench_size(100_000, 200)
+    with Store.open(tmp_path / "s", archive="s3://restore/p", fsync="never") as store:
+        ks = store.keyspace("k")
+        for start in range(0, keys, 10_000):
+            with ks.batch() as batch:
+                for i in range(start, min(start + 10_000, keys)):
+                    batch.put(f"key{i:09d}", i)
+        ks.snapshot()
+        for i in range(after):  # one record each
+            ks.put(f"key{i * 7 % keys:09d}", -i)
+    times, copies = [], []
+    for round_number in range(bench_size(3, 1)):
+        began = time.perf_counter()
+        report = restore("s3://restore/p", tmp_path / f"restored-{round_number}")
+        times.append(time.perf_counter() - began)
+        began = time.perf_counter()
+        copied = _plain_copy(s3, "restore", tmp_path / f"copy-{round_number}")
+        copies.append(time.perf_counter() - began)
+    with Store.open(tmp_path / "restored-0") as restored:
+        assert len(restored.keyspace("k")) == keys
+    benchmark.pedantic(lambda: None, rounds=1)
+    figures = {
+        "restore s": round(statistics.median(times), 2),
+        "restore s range": [round(min(times), 2), round(max(times), 2)],
+        "boto3 copy s": round(statistics.median(copies), 2),
+        "ratio to the copy": round(statistics.median(times) / statistics.median(copies), 2),
+        "MB": round(copied / 1e6, 1),
+        "objects": report.downloaded,
+    }
+    benchmark.extra_info.update(figures)
+    print(f"\nrestore: {figures}")
+
+
+def _plain_copy(s3: Any, bucket: str, target: Path) -> int:
+    """What the restore fetched, copied with boto3 alone: its objects, 8 at a time."""
+    uploads = read_uploads(_archive(bucket), "keyspaces/k/")
+    snapshot = max((u for u in uploads if u.kind == "snapshot"), key=lambda u: u.last_seq)
+    objects = [snapshot.object] + [
+        u.object for u in uploads if u.kind != "snapshot" and u.last_seq > snapshot.last_seq
+    ]
+    target.mkdir(parents=True)
+
+    def copy(name: str) -> int:
+        data = s3.get_object(Bucket=bucket, Key=f"p/keyspaces/k/{name}")["Body"].read()
+        (target / Path(name).name).write_bytes(data)
+        return len(data)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return sum(pool.map(copy, objects))
