@@ -40,6 +40,7 @@ __all__ = ["ArchiveStatus", "StoreShipper"]
 logger = logging.getLogger("actorkv.archive")
 
 MAX_BACKOFF = 60.0  # seconds between retries of a failing directory, at most
+TAIL_ROLL_BYTES = 4 * 1024 * 1024  # an active segment larger than this is sealed to ship
 
 
 class ArchiveStatus(msgspec.Struct, frozen=True):
@@ -153,7 +154,7 @@ class StoreShipper:
             try:
                 entry.shipper.ship(include_active=include_active)
                 if not include_active:
-                    entry.shipper.ship_tail(*entry.core.log.durable_tail())
+                    self._ship_tail(entry)
             except ArchiveLeased as exc:
                 self._fence(exc)
                 entry.last_error = str(exc)
@@ -177,6 +178,20 @@ class StoreShipper:
                 entry.last_shipped_at = time.time()
                 entry.retry_at = 0.0
         return failed
+
+    def _ship_tail(self, entry: _Shipped) -> None:
+        """Ship the active segment's durable part; seal it first once it is large.
+
+        A tail is uploaded whole each time it grows, so past ``TAIL_ROLL_BYTES`` the
+        segment is sealed (rolled) and ships once as a sealed segment instead: each round
+        uploads at most about that much again, whatever ``segment_bytes`` is.
+        """
+        log = entry.core.log
+        tail = log.durable_tail()
+        if tail[2] > TAIL_ROLL_BYTES and log.roll():
+            entry.shipper.ship()
+            tail = log.durable_tail()
+        entry.shipper.ship_tail(*tail)
 
     def _keep_lease(self) -> None:
         try:
