@@ -118,6 +118,10 @@ class EventSourcedActor(Generic[S]):
         """
         return self._esa_seq
 
+    def _esa_replicate(self, events: tuple[Any, ...]) -> None:
+        """A replica's command: record another store's record, as it was (its seq is next)."""
+        self.emit(*events)
+
     def emit(self, *events: Any) -> None:
         """Record ``events`` as this command's outcome and apply them to the state now.
 

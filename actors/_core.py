@@ -50,6 +50,7 @@ from storage.errors import (
     CorruptLog,
     InvalidOperation,
     KeyspaceClosed,
+    ReadOnlyStore,
     ReplayFailed,
     WriteFailed,
 )
@@ -62,6 +63,7 @@ ReplayProgress = Callable[[str, int, int], None]
 """Called as ``progress(actor_name, records_replayed, records_total)`` during replay."""
 
 _PROGRESS_EVERY = 65536  # records between progress reports: ~0.1 s of replay
+REPLICATE = "_esa_replicate"  # the command a replica applies a followed record with
 CLOSE_SNAPSHOT_FRACTION = 0.1  # a clean close snapshots once the replay passes this share
 MAX_GATHER_SECONDS = 0.002  # bounds the latency a gathering wait can add
 GROUP_BYTES = 1 << 20  # a group stops taking commands past this many payload bytes...
@@ -349,6 +351,8 @@ class ActorCore:
         self._busy = False  # someone holds the execution right
         self._holder: int | None = None  # thread ident of the holder, while it runs
         self._refusal: tuple[type[KeyspaceClosed], str] | None = None  # set once stopping
+        # Set on a replica's actors: every command but REPLICATE raises ReadOnlyStore(it).
+        self.read_only: str | None = None
         # The open group: payloads, what each record's events were, and the replies.
         self._payloads: list[bytes] = []
         self._events: list[tuple[Any, ...]] = []
@@ -512,6 +516,8 @@ class ActorCore:
 
     def _enqueue(self, item: Command) -> bool:
         """Queue ``item``; returns whether the caller now holds the right."""
+        if self.read_only is not None and item.name != REPLICATE:
+            raise ReadOnlyStore(self.read_only)
         with self._mutex:
             if self._refusal is not None:
                 kind, message = self._refusal

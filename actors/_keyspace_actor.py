@@ -151,6 +151,10 @@ class KeySpaceActor(EventSourcedActor[KVState]):
             undo()
             raise
 
+    def _esa_replicate(self, events: tuple[Any, ...]) -> None:
+        """A replica's command: record another store's record, its indexes kept too."""
+        self._emit(*events)
+
     def create_index(self, spec: IndexSpec) -> None:
         """Add an index: built now if unique or the state is empty, else in the background.
 

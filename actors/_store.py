@@ -62,8 +62,10 @@ from storage.lease import Lease
 from storage.log import FsyncPolicy
 from storage.manifest import Manifest, read_manifest
 
-if TYPE_CHECKING:  # Python 3.10 has no typing.Self
+if TYPE_CHECKING:
     from typing_extensions import Self
+
+    from actors._replica import ReplicaStore  # Python 3.10 has no typing.Self
 
 __all__ = ["Store"]
 
@@ -135,7 +137,7 @@ class Store:
         archive: Archive | str | None = None,
         archive_interval: float = 1.0,
         archive_lease: float = 15.0,
-    ) -> Store:
+    ) -> Self:
         """Open (creating if needed) the store in directory ``path`` and lock it.
 
         Args:
@@ -227,6 +229,35 @@ class Store:
         _OPEN_STORES.add(store)
         return store
 
+    @classmethod
+    def open_replica(
+        cls,
+        archive: Archive | str,
+        cache_dir: str | os.PathLike[str],
+        *,
+        follow: bool = True,
+        poll_interval: float = 1.0,
+        **options: Any,
+    ) -> ReplicaStore:
+        """A read-only store that follows ``archive``, in another process or machine.
+
+        The archive's latest point is restored into ``cache_dir`` (wiped if an earlier
+        replica left it), then opened; with ``follow`` the archive is polled every
+        ``poll_interval`` seconds and new records are applied. Every read works (``at``,
+        ``history``, ``subscribe``); every write raises ``ReadOnlyStore``; ``lag()`` says
+        how many records each log is behind. ``options`` go to :meth:`open` (``clock``,
+        ``recent_versions``...). See ``actors/_replica.py``.
+
+        Raises:
+            InvalidOperation: ``cache_dir`` holds something else. ArchiveError: The
+                archive could not be read (or restored).
+        """
+        from actors._replica import open_replica  # noqa: PLC0415  # it subclasses Store
+
+        return open_replica(
+            archive, cache_dir, follow=follow, poll_interval=poll_interval, **options
+        )
+
     def spawn(
         self, name: str, actor_class: type[A], /, *args: Any, **kwargs: Any
     ) -> ActorHandle[A]:
@@ -284,6 +315,7 @@ class Store:
             TypeError: Not a Projection subclass defining ``project``.
             InvalidInput: No sources, or a source named twice.
         """
+        self._check_writes(f"projection({name!r})")
         feed_class_check(projection_class)
         if not sources or len(set(sources)) != len(sources):
             msg = f"projection() needs distinct source key space names, got {sources!r}"
@@ -423,6 +455,7 @@ class Store:
                 source's history floor. InvalidName, InvalidInput: A bad name or point.
             OpenFailed: The fork could not be written (nothing is left under its name).
         """
+        self._check_writes(f"fork_keyspace({source!r}, {target!r})")
         check_name(target, "key space")
         running = self._keyspaces.get(source)
         origin = running if running is not None else self.keyspace(source)
@@ -463,6 +496,7 @@ class Store:
         directory fsynced before the files are deleted, so a crash midway never leaves a
         half-deleted key space under its name. Handles on it raise ``KeyspaceClosed``.
         """
+        self._check_writes(f"drop_keyspace({name!r})")
         check_name(name, "key space")
         with self._mutex:
             self._check_open()
@@ -544,6 +578,9 @@ class Store:
         for feeder in list(self._feeders.values()):  # before their actors and sources stop
             feeder.stop(timeout)
         self._stop_sweeper.set()
+
+    def _check_writes(self, what: str) -> None:
+        """Raise if this store may not ``what`` (a replica refuses; see actors._replica)."""
 
     def _refuse_handles(self, keyspaces: list[KeySpace]) -> None:
         for keyspace in keyspaces:

@@ -55,6 +55,7 @@ __all__ = [
     "KeyspaceClosed",
     "NotALog",
     "OpenFailed",
+    "ReadOnlyStore",
     "ReplayFailed",
     "StopTimeout",
     "StoreForked",
@@ -240,6 +241,10 @@ class ArchiveLeased(ArchiveError):
         super().__init__(message)
         self.holder = holder
         self.expires_at = expires_at
+
+
+class ReadOnlyStore(InvalidOperation):
+    """A write to a replica (``Store.open_replica``): it only follows its archive."""
 
 
 class KeyspaceClosed(ActorKVError):

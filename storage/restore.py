@@ -40,7 +40,7 @@ from storage.reader import LogReader
 from storage.shipping import Upload, digest, read_uploads
 from storage.verify import verify
 
-__all__ = ["ArchiveGap", "RestoreReport", "restore"]
+__all__ = ["RestoreReport", "restore", "segments_of"]
 
 MARKER = ".restoring"  # in the target while a restore runs; lets a rerun resume
 ATTEMPTS = 3  # reads of an object whose digest does not match before it is refused
@@ -166,7 +166,7 @@ def _restore_directory(
 ) -> tuple[int, int | None]:
     prefix = name + "/"
     uploads = read_uploads(archive, prefix)
-    segments = _with_tail(uploads)
+    segments = segments_of(uploads)
     snapshots = [upload for upload in uploads if upload.kind == "snapshot"]
     if not segments:
         msg = f"{name}: the archive holds no segment of it"
@@ -199,7 +199,7 @@ def _restore_directory(
     return last, None if base is None else base.last_seq
 
 
-def _with_tail(uploads: list[Upload]) -> list[Upload]:
+def segments_of(uploads: list[Upload]) -> list[Upload]:
     """The segment uploads, the active segment's tail in place of a shorter copy of it."""
     segments = {u.first_seq: u for u in uploads if u.kind == "segment"}
     for tail in (u for u in uploads if u.kind == "tail"):
