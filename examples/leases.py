@@ -1,6 +1,9 @@
 """A lock/lease service with fencing tokens, as an event-sourced actor.
 
-Run it: ``python -m examples.leases``. ``acquire(name, owner, ttl)`` grants a lease and
+Run it: ``python -m examples.leases``, or ``python -m examples.leases --shipped`` for the
+whole local-and-cloud story: the service's log is shipped to an archive (a directory here;
+``s3://bucket/prefix`` works the same) and a second process reads the current leases from
+a read-only replica of it. ``acquire(name, owner, ttl)`` grants a lease and
 returns a fencing token; tokens strictly increase across all leases and restarts, so a
 resource guarded by a lease can reject writes carrying an older token than it has seen.
 An expired lease may be taken by another owner; ``renew`` and ``release`` need the current
@@ -12,14 +15,16 @@ stored in the event), so ``apply`` stays pure and replay reproduces the same lea
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import msgspec
 
-from actors import EventSourcedActor, Store
+from actors import EventSourcedActor, ReadOnlyStore, Store
 
 
 class LeaseGranted(msgspec.Struct, tag=True, frozen=True):
@@ -131,6 +136,10 @@ def _check_ttl(ttl: float) -> None:
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["--read"]:  # the second process: a replica, read-only
+        return read_from_replica(sys.argv[2], sys.argv[3])
+    if sys.argv[1:2] == ["--shipped"]:
+        return shipped()
     with tempfile.TemporaryDirectory() as path, Store.open(path) as store:
         leases = store.spawn("leases", LeaseService)
         token = leases.acquire("reports.lock", "worker-1", 5.0).get()
@@ -144,6 +153,33 @@ def main() -> int:
             "worker-2 after release gets token",
             leases.acquire("reports.lock", "worker-2", 5.0).get(),
         )
+    return 0
+
+
+def shipped() -> int:
+    """Leases granted on this machine, shipped; another process reads them from a replica."""
+    with tempfile.TemporaryDirectory() as scratch:
+        archive = f"file://{Path(scratch) / 'archive'}"
+        with Store.open(Path(scratch) / "service", archive=archive, archive_interval=0.1) as store:
+            leases = store.spawn("leases", LeaseService)
+            print("granted reports.lock, token", leases.acquire("reports.lock", "w1", 60).get())
+            print("granted backup.lock, token", leases.acquire("backup.lock", "w2", 60).get())
+            while store.archive_status()["actors/leases"].pending:  # within archive_interval
+                time.sleep(0.02)
+            reader = [sys.executable, "-m", "examples.leases", "--read", archive]
+            subprocess.run([*reader, str(Path(scratch) / "replica")], check=True)  # noqa: S603
+    return 0
+
+
+def read_from_replica(archive: str, cache: str) -> int:
+    with Store.open_replica(archive, cache, follow=False) as replica:
+        table: LeaseTable = replica.spawn("leases", LeaseService).durable_state
+        for name, lease in sorted(table.leases.items()):
+            print(f"replica sees {name}: held by {lease.owner} with token {lease.token}")
+        try:
+            replica.spawn("leases", LeaseService).acquire("x", "w3", 5).get()
+        except ReadOnlyStore:
+            print("replica refuses to grant leases: only the service writes")
     return 0
 
 

@@ -193,3 +193,23 @@ def test_a_lease_with_a_bad_ttl_is_refused_and_writes_nothing(store, ttl):
     with pytest.raises(ValueError, match="ttl must be"):
         get(leases.acquire("x", "w1", ttl))
     assert leases.stats().records == 0
+
+
+def test_the_shipped_lease_example_reads_leases_from_a_replica_in_another_process():
+    import subprocess
+    import sys
+
+    from tests.reliability.children import ROOT
+
+    done = subprocess.run(
+        [sys.executable, "-m", "examples.leases", "--shipped"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    lines = done.stdout.splitlines()
+    assert "replica sees backup.lock: held by w2 with token 2" in lines
+    assert "replica sees reports.lock: held by w1 with token 1" in lines
+    assert "replica refuses to grant leases: only the service writes" in lines
