@@ -24,7 +24,7 @@ records (0.15 s) at the median and 32 (0.33 s) at p99, caught up 0.2 s after. A 
 of 1,000,000 keys plus 100,000 records after the snapshot (23.1 MB in 2 objects) took
 0.52 s (0.50-0.66, 3 runs) against 0.23 s for copying the same objects with boto3: 2.2x,
 the difference being the digests, the cut and the full verification of the restored log.
-Replica lag at a 1 s poll (0.2 s shipping): p50 0.67 s, p99 1.96 s, max 2.1 s (392 writes).
+Replica lag at a 1 s poll (0.2 s shipping), two runs: p50 0.66-0.67 s, p99 1.19-1.96 s.
 """
 
 from __future__ import annotations
