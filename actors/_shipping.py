@@ -97,6 +97,7 @@ class StoreShipper:
         name = directory.relative_to(self.store_path).as_posix()
         shipper = DirectoryShipper(self.archive, directory, name + "/")
         shipper.token = self.lease.token
+        shipper.local_last_seq = core.log.last_seq
         shipper.before_upload = self.lease.ensure
         entry = _Shipped(shipper, core)
         core.holds["archive"] = lambda: shipper.shipped_seq + 1

@@ -112,19 +112,54 @@ class DirectoryShipper:
     sealed: set[str] = field(default_factory=set)  # recorded whole and sealed: done
     tail_seq: int = 0  # the last record the shipped tail holds
     token: int = 0  # the lease's fencing token, recorded in every upload
+    local_last_seq: int | None = None  # the local log's last record when shipping began
     before_upload: Callable[[], None] | None = None  # the lease check (may raise)
     loaded: bool = False
     manifest_etag: str | None = None
 
     def load(self) -> None:
-        """Learn what an earlier run shipped (its upload records)."""
+        """Learn what an earlier run shipped (its upload records).
+
+        Raises:
+            ArchiveError: The archive holds another history of this log (records beyond
+                the local log's end, or a sealed segment whose bytes differ from the local
+                one): shipping would overwrite it, so nothing ships.
+        """
         uploads = read_uploads(self.archive, self.prefix)
+        self._check_same_history(uploads)
         self.shipped = {upload.object: upload.last_seq for upload in uploads}
         self.tail_seq = max((u.last_seq for u in uploads if u.kind == "tail"), default=0)
         self.shipped_seq = _contiguous_end(
             [upload for upload in uploads if upload.kind == "segment"], self.shipped_seq
         )
         self.loaded = True
+
+    def _check_same_history(self, uploads: list[Upload]) -> None:
+        logs = [u for u in uploads if u.kind in ("segment", "tail")]
+        if not logs or self.local_last_seq is None:
+            return
+        archived = max(u.last_seq for u in logs)
+        problem = None
+        segments = list_segments(self.directory)
+        local = {s.base_seq: s for s in segments[:-1]}  # the sealed ones
+        covered = range(segments[0].base_seq, segments[-1].base_seq) if segments else range(0)
+        if archived > self.local_last_seq:
+            problem = f"records up to {archived}, beyond the local log's {self.local_last_seq}"
+        elif any(u.first_seq in covered and u.first_seq not in local for u in logs):
+            problem = "segments that start where no local segment does"
+        else:
+            shared = [u for u in logs if u.kind == "segment" and u.first_seq in local]
+            if shared:
+                newest = shared[-1]
+                if digest(local[newest.first_seq].path.read_bytes()) != newest.blake2b:
+                    problem = f"a segment {newest.object} whose bytes differ from this log's"
+        if problem is not None:
+            msg = (
+                f"{self.prefix}: the archive holds another history of this log ({problem}); "
+                "shipping would overwrite it, so nothing ships. Restore from the archive "
+                "first, or ship to another prefix"
+            )
+            raise ArchiveError(msg)
 
     def ship(self, *, include_active: bool = False) -> int:
         """Ship what is sealed and not yet shipped, oldest first; returns the shipped seq.

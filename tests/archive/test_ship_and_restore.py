@@ -211,3 +211,20 @@ def test_the_active_segments_durable_records_ship_every_interval(
         wait_for(lambda: store.archive_status()["keyspaces/k"].shipped_seq == 80)
     report = restore(archive_url, tmp_path / "again")
     assert report.seqs == {"keyspaces/k": 80}
+
+
+def test_another_history_is_never_shipped_over_the_archive(
+    tmp_path: Path, archive_url: str
+) -> None:
+    expected = write_history(tmp_path / "first", archive_url)
+    # A different store on the same prefix (the first closed, its lease released): its own
+    # log would overwrite the archived one record for record.
+    with Store.open(tmp_path / "other", archive=archive_url, archive_interval=0.05) as other:
+        users = other.keyspace("users")
+        for i in range(30):
+            users.put(f"x{i}", i)  # writes go on
+        wait_for(lambda: other.archive_status()["keyspaces/users"].failures > 0)
+        assert "another history" in (other.archive_status()["keyspaces/users"].last_error or "")
+    restore(archive_url, tmp_path / "restored", names=["users"])
+    with Store.open(tmp_path / "restored") as store:
+        assert dict(store.keyspace("users").items()) == expected["users_last"]
