@@ -238,17 +238,20 @@ class SegmentedLog:
         """
         with self._mutex:
             self._check_writable()
-            if self._synced == self._appended:
-                return
-            try:
-                _fileio.fsync(self._fd)
-            except OSError as exc:
-                self._fail(exc, truncate_to=None)
-                msg = f"fsync of {self._segments[-1].path} failed: {exc}"
-                raise WriteFailed(msg) from exc
-            self._synced = self._appended
-            self._durable = (self._active_size, self._last_seq)
-            self.fsyncs += 1
+            if self._synced != self._appended:
+                self._fsync_active()
+
+    def _fsync_active(self) -> None:
+        """Fsync the active segment and note what is durable. Under the mutex."""
+        try:
+            _fileio.fsync(self._fd)
+        except OSError as exc:
+            self._fail(exc, truncate_to=None)
+            msg = f"fsync of {self._segments[-1].path} failed: {exc}"
+            raise WriteFailed(msg) from exc
+        self._synced = self._appended
+        self._durable = (self._active_size, self._last_seq)
+        self.fsyncs += 1
 
     def durable_tail(self) -> tuple[Path, int, int, int]:
         """``(path, base_seq, size, last_seq)``: how much of the active segment is durable.
@@ -267,18 +270,11 @@ class SegmentedLog:
         if behind:
             self._sync_in_background()
         with self._mutex:
-            self._check_open()
             self._check_writable()  # WriteFailed if the fsync above (or anything) failed
-            if self._durable is None:
-                try:
-                    _fileio.fsync(self._fd)
-                except OSError as exc:
-                    self._fail(exc, truncate_to=None)
-                    msg = f"fsync of {self._segments[-1].path} failed: {exc}"
-                    raise WriteFailed(msg) from exc
-                self._synced = self._appended
-                self._durable = (self._active_size, self._last_seq)
+            if self._durable is None:  # what an earlier handle wrote may not be durable
+                self._fsync_active()
             active = self._segments[-1]
+            assert self._durable is not None
             size, last_seq = self._durable
             return active.path, active.base_seq, size, last_seq
 
