@@ -53,6 +53,10 @@ def _prefix_bounds(prefix: Any) -> tuple[bytes | None, bytes]:
     return (packed or None), packed + TUPLE_END
 
 
+def _unpacked(pairs: Iterator[tuple[bytes, Any]]) -> Iterator[tuple[Any, Any]]:
+    return ((unpack(key), value) for key, value in pairs)
+
+
 class TupleKeySpace(KeySpace):
     """A :class:`KeySpace` whose keys are tuples (see the module notes)."""
 
@@ -84,14 +88,14 @@ class TupleKeySpace(KeySpace):
     ) -> Iterator[tuple[Any, Any]]:
         """``(key, value)`` for ``start <= key < stop`` in tuple order (None: open end)."""
         low, high = _bounds(start, stop)
-        return self._unpacked(super().range(low, high, reverse=reverse, limit=limit))
+        return _unpacked(super().range(low, high, reverse=reverse, limit=limit))
 
     def prefix(
         self, prefix: Any, *, reverse: bool = False, limit: int | None = None
     ) -> Iterator[tuple[Any, Any]]:
         """``(key, value)`` for every key that extends the tuple ``prefix`` (or equals it)."""
         low, high = _prefix_bounds(prefix)
-        return self._unpacked(super().range(low, high, reverse=reverse, limit=limit))
+        return _unpacked(super().range(low, high, reverse=reverse, limit=limit))
 
     def __contains__(self, key: object) -> bool:
         """Whether ``key`` exists (and has not expired)."""
@@ -121,9 +125,6 @@ class TupleKeySpace(KeySpace):
         """Every durable change from ``from_seq`` on (see :meth:`KeySpace.subscribe`)."""
         packed = None if prefix is None else pack_key(prefix)
         return super().subscribe(from_seq, prefix=packed, name=name)
-
-    def _unpacked(self, pairs: Iterator[tuple[bytes, Any]]) -> Iterator[tuple[Any, Any]]:
-        return ((unpack(key), value) for key, value in pairs)
 
     def _index_results(
         self, found: list[tuple[Any, Any, StoredEntry]]
@@ -272,16 +273,14 @@ class TupleKeyView:
     ) -> Iterator[tuple[Any, Any]]:
         """``(key, value)`` for ``start <= key < stop`` in tuple order."""
         low, high = _bounds(start, stop)
-        pairs = self._view.range(low, high, reverse=reverse, limit=limit)
-        return ((unpack(key), value) for key, value in pairs)
+        return _unpacked(self._view.range(low, high, reverse=reverse, limit=limit))
 
     def prefix(
         self, prefix: Any, *, reverse: bool = False, limit: int | None = None
     ) -> Iterator[tuple[Any, Any]]:
         """``(key, value)`` for every key that extends the tuple ``prefix``."""
         low, high = _prefix_bounds(prefix)
-        pairs = self._view.range(low, high, reverse=reverse, limit=limit)
-        return ((unpack(key), value) for key, value in pairs)
+        return _unpacked(self._view.range(low, high, reverse=reverse, limit=limit))
 
     def keys(self) -> Iterator[Any]:
         """Keys in order."""
