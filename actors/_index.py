@@ -95,7 +95,7 @@ class Index:
         if self.key is not None:
             function = f"{self.key.__module__}.{getattr(self.key, '__qualname__', self.key)}"
             return IndexDefinition(name, key=function, unique=self.unique)
-        return IndexDefinition(name, field=".".join(self.field or ()), unique=self.unique)
+        return IndexDefinition(name, field=self.field, unique=self.unique)
 
     def spec(self, name: str) -> IndexSpec:
         """The index as ``storage.kv_index`` keeps it."""
@@ -114,7 +114,7 @@ class Index:
     def from_definition(cls, definition: IndexDefinition) -> Index:
         """A field index back from the manifest (key functions must be given again)."""
         assert definition.field is not None
-        return cls(field=tuple(definition.field.split(".")), unique=definition.unique)
+        return cls(field=definition.field, unique=definition.unique)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Index):
@@ -125,9 +125,9 @@ class Index:
         return hash((self.field, self.key, self.unique))
 
     def __repr__(self) -> str:
-        what = (
-            f"key={self.key!r}" if self.key is not None else f"field={'.'.join(self.field or ())!r}"
-        )
+        path = self.field or ()
+        shown = ".".join(path) if not any("." in name for name in path) else path
+        what = f"key={self.key!r}" if self.key is not None else f"field={shown!r}"
         return f"Index({what}{', unique=True' if self.unique else ''})"
 
 

@@ -60,14 +60,15 @@ class IndexDefinition(msgspec.Struct, frozen=True, omit_defaults=True):
 
     Attributes:
         name: The index's name.
-        field: The dotted field path it indexes, or None for a key function.
+        field: The field path it indexes, one name per level (a name may hold a dot), or
+            None for a key function.
         key: The key function's qualified name (``module.qualname``), for the error that
             asks for it again at open; None for a field index.
         unique: Whether it refuses a second key with the same value.
     """
 
     name: str
-    field: str | None = None
+    field: tuple[str, ...] | None = None
     key: str | None = None
     unique: bool = False
 

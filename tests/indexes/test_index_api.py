@@ -321,3 +321,15 @@ def test_mixed_index_value_types_sort_in_tuple_order(store: Store) -> None:
     for key, value in {"i": 2, "f": 1.5, "s": "a", "b": b"a", "t": True, "n": -1}.items():
         ks.put(key, {"v": value})
     assert [k for _, k, _ in ks.index("v").range()] == ["b", "s", "n", "i", "f", "t"]
+
+
+def test_a_field_name_holding_a_dot_survives_a_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    with Store.open(path) as store:
+        ks = store.keyspace("k", indexes={"dotted": Index(field=("a.b",))})
+        ks.put("x", {"a.b": 1, "a": {"b": 2}})
+        assert [v for v, _, _ in ks.index("dotted").range()] == [1]
+    with Store.open(path) as store:  # the manifest brings the field index back as it was
+        ks = store.keyspace("k")
+        assert ks.indexes() == {"dotted": Index(field=("a.b",))}
+        assert [v for v, _, _ in ks.index("dotted").range()] == [1]
