@@ -31,7 +31,7 @@ from storage._segment import read_header, scan_segment
 from storage.archive import Archive, get_with_retries, open_archive
 from storage.errors import ActorKVError, InvalidOperation, InvalidOption, ReadOnlyStore
 from storage.restore import restore, segments_of
-from storage.shipping import digest, read_uploads
+from storage.shipping import Upload, digest, read_uploads
 
 __all__ = ["ReplicaStore", "open_replica"]
 
@@ -82,6 +82,8 @@ class ReplicaStore(Store):
     _stop_following: threading.Event
     _lag: dict[str, int]
     _followed: dict[str, ActorHandle[Any]]
+    _uploads: dict[str, dict[str, Upload]]  # per log: the upload records read so far
+    _polling: threading.Lock
 
     def _start_following(self, archive: Archive, *, follow: bool, poll_interval: float) -> None:
         self._archive = archive
@@ -89,6 +91,8 @@ class ReplicaStore(Store):
         self._stop_following = threading.Event()
         self._lag = {}
         self._followed = {}
+        self._uploads = {}
+        self._polling = threading.Lock()
         self._follower = None
         if follow:
             self._follower = threading.Thread(
@@ -129,8 +133,9 @@ class ReplicaStore(Store):
     def refresh(self) -> int:
         """Poll the archive once now; returns how many records were applied."""
         applied = 0
-        for name, handle in list(self._followed.items()):
-            applied += self._follow_one(name, handle)
+        with self._polling:  # one poll at a time, or two would apply the same records
+            for name, handle in list(self._followed.items()):
+                applied += self._follow_one(name, handle)
         return applied
 
     def _follow(self) -> None:
@@ -143,7 +148,8 @@ class ReplicaStore(Store):
     def _follow_one(self, name: str, handle: ActorHandle[Any]) -> int:
         core = handle.core
         last = core.log.last_seq
-        segments = segments_of(read_uploads(self._archive, name + "/"))
+        known = self._uploads.setdefault(name, {})
+        segments = segments_of(read_uploads(self._archive, name + "/", known))
         newest = max((upload.last_seq for upload in segments), default=last)
         self._lag[name] = max(0, newest - last)
         applied = 0

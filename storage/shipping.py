@@ -75,22 +75,37 @@ def digest(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=32).hexdigest()
 
 
-def read_uploads(archive: Archive, prefix: str) -> list[Upload]:
+def read_uploads(
+    archive: Archive, prefix: str, known: dict[str, Upload] | None = None
+) -> list[Upload]:
     """Every upload record under ``prefix``, segments and snapshots, by first seq.
+
+    With ``known`` (record name -> record, kept by the caller between calls), only what may
+    have changed since is fetched: records under new names, the tail's, and the segment
+    record that was the newest in ``known``. No other record can have been replaced: the
+    only segment shipped twice is the one a closed log was still appending to, and records
+    are committed in seq order, so a segment record is replaced only while no later one
+    exists. ``known`` is updated in place.
 
     Raises:
         ArchiveError: The archive could not be listed or a record read or decoded.
     """
-    uploads = []
-    for name in archive.list(prefix + UPLOADS):
-        if not name.endswith(".json"):
+    names = [name for name in archive.list(prefix + UPLOADS) if name.endswith(".json")]
+    cache = {} if known is None else known
+    segments = sorted(name for name in cache if name.startswith(f"{prefix}{UPLOADS}segment-"))
+    changing = {f"{prefix}{UPLOADS}tail.json", *segments[-1:]}
+    for gone in set(cache) - set(names):
+        del cache[gone]
+    for name in names:
+        if name in cache and name not in changing:
             continue
         data = get_with_retries(archive, name)
         try:
-            uploads.append(msgspec.json.decode(data, type=Upload))
+            cache[name] = msgspec.json.decode(data, type=Upload)
         except msgspec.DecodeError as exc:
             msg = f"upload record {name} does not decode: {exc}"
             raise ArchiveError(msg) from exc
+    uploads = list(cache.values())
     uploads.sort(key=lambda upload: (upload.first_seq, upload.kind))
     return uploads
 
@@ -150,8 +165,11 @@ class DirectoryShipper:
         else:
             shared = [u for u in logs if u.kind == "segment" and u.first_seq in local]
             if shared:
+                # The newest may have been shipped while it was active, shorter than it is
+                # sealed now: the log appends only, so its copy is then a prefix of ours.
                 newest = shared[-1]
-                if digest(local[newest.first_seq].path.read_bytes()) != newest.blake2b:
+                data = local[newest.first_seq].path.read_bytes()
+                if len(data) < newest.bytes or digest(data[: newest.bytes]) != newest.blake2b:
                     problem = f"a segment {newest.object} whose bytes differ from this log's"
         if problem is not None:
             msg = (

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from actors import Index, InvalidOperation, ReadOnlyStore, Store, ops
+from storage.archive import FileArchive
 from tests.archive.test_ship_and_restore import wait_for
 from tests.keyspace.conftest import TIMEOUT
 
@@ -87,3 +88,89 @@ def test_a_replica_refuses_writes(tmp_path: Path, archive_url: str) -> None:
     (tmp_path / "mine" / "data").write_text("x")
     with pytest.raises(InvalidOperation, match="other than a replica"):
         Store.open_replica(archive_url, tmp_path / "mine")
+
+
+class CountingArchive(FileArchive):
+    """A directory archive that counts the objects read from it."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.reads: list[str] = []
+
+    def get(self, name: str) -> bytes:
+        self.reads.append(name)
+        return super().get(name)
+
+
+def test_a_poll_reads_only_the_upload_records_that_can_have_changed(tmp_path: Path) -> None:
+    archive = CountingArchive(tmp_path / "archive")
+    options = {"archive": archive, "segment_bytes": 4096}
+    with Store.open(tmp_path / "writer", **options) as writer:
+        ks = writer.keyspace("k")
+        for i in range(300):
+            ks.put(f"k{i}", "x" * 40)
+    with Store.open_replica(archive, tmp_path / "cache", follow=False) as replica:
+        mirror = replica.keyspace("k")
+        records = [n for n in archive.reads if "/uploads/" in n]
+        assert len(set(records)) > 5  # many segments shipped
+        replica.refresh()
+        archive.reads.clear()
+        assert replica.refresh() == 0
+        newest = max(n for n in records if "/uploads/segment-" in n)
+        tail = sorted({r for r in records if r.endswith("/uploads/tail.json")})
+        assert sorted(archive.reads) == sorted([newest, *tail])  # and no data object
+        with Store.open(tmp_path / "writer", **options) as writer:
+            writer.keyspace("k").put("late", 1)
+        archive.reads.clear()
+        assert replica.refresh() == 1
+        assert mirror["late"] == 1
+        assert len(archive.reads) <= 4  # new and changed records, and the one new object
+
+
+def test_a_replica_follows_the_segment_a_reopened_writer_goes_on_appending_to(
+    tmp_path: Path, archive_url: str
+) -> None:
+    # A clean close ships the active segment as it is; a reopen appends to that segment and
+    # ships it again under the same record, longer: the replica must read that record again.
+    # When the reopened writer goes on past that segment, the tail moves to the next one, so
+    # only the replaced record says what the segment now holds.
+    options = {"archive": archive_url, "segment_bytes": 4096}
+    with Store.open(tmp_path / "writer", **options) as writer:
+        writer.keyspace("k").put("a", 1)
+    with Store.open_replica(archive_url, tmp_path / "cache", follow=False) as replica:
+        mirror = replica.keyspace("k")
+        for round_ in range(3):
+            with Store.open(tmp_path / "writer", **options) as writer:
+                ks = writer.keyspace("k")
+                for i in range(20 * round_ + 1):
+                    ks.put(f"r{round_}-{i}", "x" * 50)
+                expected = dict(ks.items())
+            replica.refresh()
+            assert dict(mirror.items()) == expected
+
+
+def test_concurrent_refreshes_apply_each_record_once(tmp_path: Path) -> None:
+    archive = f"file://{tmp_path / 'archive'}"
+    with Store.open(tmp_path / "writer", archive=archive) as writer:
+        writer.keyspace("k").put("a", 0)
+    with Store.open_replica(archive, tmp_path / "cache", follow=False) as replica:
+        mirror = replica.keyspace("k")
+        with Store.open(tmp_path / "writer", archive=archive) as writer:
+            ks = writer.keyspace("k")
+            for i in range(200):
+                ks.put("a", i)
+            final = ks.last_seq
+        start = threading.Barrier(4)
+
+        def poll() -> None:
+            start.wait()
+            replica.refresh()
+
+        pollers = [threading.Thread(target=poll) for _ in range(4)]
+        for poller in pollers:
+            poller.start()
+        for poller in pollers:
+            poller.join(TIMEOUT)
+        assert mirror.last_seq == final
+        assert mirror.get_entry("a").version == 201  # type: ignore[union-attr]
+        assert [v.seq for v in mirror.history("a")] == list(range(1, final + 1))

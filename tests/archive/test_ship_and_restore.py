@@ -228,3 +228,24 @@ def test_another_history_is_never_shipped_over_the_archive(
     restore(archive_url, tmp_path / "restored", names=["users"])
     with Store.open(tmp_path / "restored") as store:
         assert dict(store.keyspace("users").items()) == expected["users_last"]
+
+
+def test_a_segment_shipped_while_active_and_sealed_later_is_the_same_history(
+    tmp_path: Path, archive_url: str
+) -> None:
+    # A clean close ships the active segment as it is. Written on past it (here while not
+    # shipping, so the segment is sealed before the next shipper looks), the local segment
+    # is longer than the archived copy, which is its prefix: an extension, not another log.
+    with Store.open(tmp_path / "s", archive=archive_url, segment_bytes=SMALL) as store:
+        store.keyspace("k").put("a", 1)
+    with Store.open(tmp_path / "s", segment_bytes=SMALL) as store:
+        ks = store.keyspace("k")
+        for i in range(100):
+            ks.put(f"k{i}", "x" * 50)
+        expected = dict(ks.items())
+    with Store.open(tmp_path / "s", archive=archive_url, segment_bytes=SMALL) as store:
+        store.keyspace("k")  # its close ships everything
+    report = restore(archive_url, tmp_path / "restored")
+    assert report.seqs == {"keyspaces/k": 101}
+    with Store.open(tmp_path / "restored") as restored:
+        assert dict(restored.keyspace("k").items()) == expected
