@@ -92,6 +92,27 @@ class StoreShipper:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @classmethod
+    def start(
+        cls, archive: Archive, store_path: Path, interval: float, lease_seconds: float
+    ) -> StoreShipper:
+        """A shipper for the store at ``store_path`` that has taken the archive's lease.
+
+        An archive that cannot be reached now does not stop the open: writes go on, and the
+        lease is taken before the first shipment.
+
+        Raises:
+            ArchiveLeased: Another store holds the lease on the prefix.
+        """
+        lease = Lease(archive, lease_seconds)
+        try:
+            lease.acquire()
+        except ArchiveLeased:
+            raise
+        except ActorKVError as exc:
+            logger.warning("%s: the archive lease could not be taken yet: %s", store_path, exc)
+        return cls(archive, store_path, interval, lease)
+
     def add(self, directory: Path, core: ActorCore) -> None:
         """Ship ``directory`` (a started actor's) from now on; hold its unshipped history."""
         name = directory.relative_to(self.store_path).as_posix()

@@ -6,13 +6,10 @@ per custom actor, ``PATH/actors/NAME/``.
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
-import shutil
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -20,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from actors._actor import EventSourcedActor
 from actors._core import ReplayProgress
+from actors._drop import DROPPED_PREFIX, drop_directory, finish_drops
 from actors._fork import finish_forks, write_fork
 from actors._future import Future
 from actors._handle import ActorHandle
@@ -29,6 +27,7 @@ from actors._keyspace import KeySpace, KeySpaceOptions
 from actors._keyspace_actor import KeySpaceActor
 from actors._keyspace_input import key_type_name
 from actors._names import check_name
+from actors._open_stores import open_stores
 from actors._projection import Projection, ProjectionFeeder, feed_class_check
 from actors._shipping import ArchiveStatus, StoreShipper
 from actors._snapshots import HistoryPolicy
@@ -45,9 +44,7 @@ from storage import DEFAULT_SEGMENT_BYTES, DirectoryLock, LogOptions, _fileio
 from storage._format import FORMAT_VERSION
 from storage.archive import Archive, open_archive
 from storage.errors import (
-    ActorKVError,
     ActorStopped,
-    ArchiveLeased,
     InvalidInput,
     InvalidName,
     InvalidOperation,
@@ -58,7 +55,6 @@ from storage.errors import (
     opening,
 )
 from storage.kv_versions import DEFAULT_RECENT_VERSIONS
-from storage.lease import Lease
 from storage.log import FsyncPolicy
 from storage.manifest import Manifest, read_manifest
 
@@ -76,7 +72,6 @@ P = TypeVar("P", bound=Projection[Any])
 
 ACTORS_DIR = "actors"
 KEYSPACES_DIR = "keyspaces"
-DROPPED_PREFIX = ".dropped-"  # a key space being deleted; finished on the next open
 
 
 class _Default:
@@ -206,27 +201,19 @@ class Store:
         lock = DirectoryLock.acquire(directory)
         try:
             with opening(directory, "removing a dropped key space in"):
-                _finish_drops(directory / KEYSPACES_DIR)
+                finish_drops(directory / KEYSPACES_DIR)
                 finish_forks(directory / KEYSPACES_DIR)
+            shipper = None
+            if shipping is not None:
+                shipper = StoreShipper.start(
+                    shipping, directory, float(archive_interval), float(archive_lease)
+                )
         except BaseException:
             lock.release()
             raise
-        if shipping is not None:
-            lease = Lease(shipping, float(archive_lease))
-            try:
-                lease.acquire()
-            except ArchiveLeased:
-                lock.release()
-                raise
-            except ActorKVError as exc:  # unreachable: writes go on, shipping takes it later
-                logger.warning("%s: the archive lease could not be taken yet: %s", path, exc)
-            except BaseException:
-                lock.release()
-                raise
         store = cls(directory, options, lock, on_replay, clock, sweep_interval, history)
-        if shipping is not None:
-            store._shipper = StoreShipper(shipping, directory, float(archive_interval), lease)
-        _OPEN_STORES.add(store)
+        store._shipper = shipper
+        open_stores.add(store)
         return store
 
     @classmethod
@@ -491,10 +478,9 @@ class Store:
     def drop_keyspace(self, name: str) -> bool:
         """Stop the key space ``name`` if open and delete its log; returns whether it existed.
 
-        The key space's own lock is taken first (so a log that is still open anywhere is
-        never deleted: ``StoreLocked``); then the directory is renamed away and the store
-        directory fsynced before the files are deleted, so a crash midway never leaves a
-        half-deleted key space under its name. Handles on it raise ``KeyspaceClosed``.
+        A log still open anywhere is never deleted (``StoreLocked``), and a crash midway
+        never leaves a half-deleted key space under its name (``actors/_drop.py``).
+        Handles on it raise ``KeyspaceClosed``.
         """
         self._check_writes(f"drop_keyspace({name!r})")
         check_name(name, "key space")
@@ -507,16 +493,7 @@ class Store:
             folder = self.path / KEYSPACES_DIR / name
             if not folder.exists():
                 return False
-            lock = DirectoryLock.acquire(folder)
-            try:
-                doomed = folder.with_name(
-                    f"{DROPPED_PREFIX}{name}-{os.getpid()}-{time.monotonic_ns()}"
-                )
-                _fileio.rename(folder, doomed)
-                _fileio.fsync_dir(folder.parent)
-                shutil.rmtree(doomed)
-            finally:
-                lock.release()
+            drop_directory(folder)
             return True
 
     def _start(
@@ -628,7 +605,7 @@ class Store:
             self._closed = True
             keyspaces = list(self._keyspaces.values())
             handles = [*self._handles.values(), *(keyspace._actor for keyspace in keyspaces)]
-        _OPEN_STORES.discard(self)
+        open_stores.discard(self)
         self._stop_feeders_and_sweeper(timeout)
         if self._shipper is not None:
             self._shipper.stop(timeout)
@@ -701,44 +678,8 @@ class Store:
         )
 
 
-def _finish_drops(folder: Path) -> None:
-    """Delete key spaces whose drop a crash cut short (their name is already gone)."""
-    leftovers = list(folder.glob(f"{DROPPED_PREFIX}*"))
-    for leftover in leftovers:
-        shutil.rmtree(leftover)
-    if leftovers:
-        _fileio.fsync_dir(folder)
-
-
 def _release_when_stopped(lock: DirectoryLock, stopping: list[Future[None]]) -> None:
     """Body of a closing thread: unlock the directory once every straggler has stopped."""
     for stopped in stopping:
         stopped.get()
     lock.release()
-
-
-_OPEN_STORES: weakref.WeakSet[Store] = weakref.WeakSet()
-
-
-@atexit.register
-def _close_open_stores() -> None:
-    """Close every store still open at interpreter exit.
-
-    Queued commands are answered and logs synced; the home threads are daemons, so nothing
-    else would do it. A store that cannot stop an actor in time is left to the exit.
-    """
-    for store in list(_OPEN_STORES):
-        try:
-            store.close()
-        except StopTimeout as exc:
-            logger.warning("at exit: %s", exc)
-
-
-def _forsake_inherited_stores() -> None:
-    """In a forked child: every inherited store belongs to the parent (see StoreForked)."""
-    for store in list(_OPEN_STORES):
-        store._forsake()
-    _OPEN_STORES.clear()
-
-
-os.register_at_fork(after_in_child=_forsake_inherited_stores)

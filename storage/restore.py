@@ -22,21 +22,23 @@ The target is a store directory that ``Store.open`` opens like any other.
 from __future__ import annotations
 
 import os
+import shutil
 import time as clock
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
 from storage import _fileio
+from storage._framing import TimedRecord
 from storage._recovery import list_segments
 from storage._segment import read_header, scan_segment
 from storage.archive import Archive, get_with_retries, open_archive
 from storage.errors import ArchiveError, ArchiveGap, InvalidInput, InvalidOperation
 from storage.manifest import ListedSnapshot, read_manifest, write_manifest
-from storage.reader import LogReader
 from storage.shipping import Upload, digest, read_uploads
 from storage.verify import verify
 
@@ -86,12 +88,15 @@ def restore(
         target_dir: A new or empty directory, or one a restore was interrupted in.
         seq: The last record to restore of each log (a point of one key space, mostly
             used with ``names``).
-        time: Restore each log to its last record committed at or before this.
+        time: Restore each log to its last record committed at or before this. A log
+            with nothing by then (a key space made later) is left out, as the store had
+            none; :attr:`RestoreReport.seqs` names what was restored.
         names: Only these key spaces or actors (``"users"`` or ``"keyspaces/users"``).
         workers: Parallel downloads.
 
     Raises:
-        InvalidInput: Both ``seq`` and ``time``, or a bad one. InvalidOperation: The target
+        InvalidInput: Both ``seq`` and ``time``, or a bad one, or a point before any
+            record of the chosen logs. InvalidOperation: The target
             holds something else. ArchiveGap: Records the point needs are missing.
         ArchiveError: The archive could not be read, or an object was tampered with.
     """
@@ -113,8 +118,17 @@ def restore(
             last, snapshot = _restore_directory(
                 store, directory, target / directory, seq, time, pool, counts
             )
+            if last == 0:
+                continue  # it held nothing yet at that point: the store then had no such log
             report.seqs[directory] = last
             report.snapshots[directory] = snapshot
+    if directories and not report.seqs:
+        point = f"seq={seq}" if seq is not None else f"time={time}"
+        msg = (
+            f"nothing in {store!r} was written at or before {point}: there is no store to "
+            f"restore as of then ({target} is left empty); choose a later point"
+        )
+        raise InvalidInput(msg)
     _fileio.fsync_dir(target)
     (target / MARKER).unlink(missing_ok=True)
     _fileio.fsync_dir(target)
@@ -171,7 +185,12 @@ def _restore_directory(
     if not segments:
         msg = f"{name}: the archive holds no segment of it"
         raise ArchiveGap(msg)
-    point = _point(name, segments, seq, time)
+    point = _point(name, segments, seq)
+    if time is not None:  # exact before the snapshot is chosen: it must not be past it
+        point = _last_seq_at(archive, prefix, segments, point, time, target)
+    if point == 0:
+        shutil.rmtree(target, ignore_errors=True)
+        return 0, None
     base = max((s for s in snapshots if s.last_seq <= point), default=None, key=_seq_of)
     # From the record after the snapshot; a snapshot of the point itself still needs the
     # segment holding it, which the log continues from.
@@ -187,8 +206,6 @@ def _restore_directory(
     for segment in list_segments(target):  # leftovers of an interrupted, different restore
         if segment.path.name not in {Path(upload.object).name for upload in needed}:
             _fileio.remove(segment.path)
-    if time is not None:
-        point = min(point, LogReader(target).seq_at(time))
     last = _cut_after(target, point)
     _write_manifest(archive, prefix, target, base)
     _fileio.fsync_dir(target)
@@ -213,8 +230,8 @@ def _seq_of(upload: Upload) -> int:
     return upload.last_seq
 
 
-def _point(name: str, segments: list[Upload], seq: int | None, time: float | None) -> int:
-    """The last seq to restore: the gap-free end, ``seq``, or the end of ``time``'s segment."""
+def _point(name: str, segments: list[Upload], seq: int | None) -> int:
+    """The last seq to restore: the gap-free end, or ``seq`` (ArchiveGap past the end)."""
     end, gap_to = 0, None
     for upload in segments:  # by first seq
         if end and upload.first_seq > end + 1:
@@ -230,11 +247,37 @@ def _point(name: str, segments: list[Upload], seq: int | None, time: float | Non
             )
             raise ArchiveGap(msg)
         return seq
-    if time is not None:
-        for upload in segments:
-            if upload.time >= time:
-                return min(end, upload.last_seq)  # cut at the exact record later
     return end
+
+
+def _last_seq_at(
+    archive: Archive, prefix: str, segments: list[Upload], end: int, time: float, target: Path
+) -> int:
+    """The last record up to ``end`` committed at or before ``time`` (0: none).
+
+    A sealed segment's record gives its last record's time, so whole segments before
+    ``time`` are passed over unread; the one ``time`` falls in (and a tail, whose record
+    gives no time) is fetched into ``target``, where the restore reuses it, and read.
+    """
+    point = 0
+    _fileio.make_dirs(target)
+    for upload in segments:
+        if upload.first_seq > end:
+            break
+        if upload.kind == "segment" and 0 < upload.time <= time:
+            point = min(upload.last_seq, end)
+            continue
+        _fetch(archive, prefix, upload, target)
+        path = target / Path(upload.object).name
+        scan = scan_segment(
+            path, upload.first_seq, version=read_header(path).version, max_seq=end, timed=True
+        )
+        for records in cast("Iterator[list[TimedRecord]]", scan):
+            for seq, at, _ in records:
+                if at > time:
+                    return point
+                point = seq
+    return point
 
 
 def _covering(name: str, segments: list[Upload], start: int, point: int) -> list[Upload]:

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors import ArchiveError, ArchiveGap, InvalidOperation, InvalidOption, Store
+from actors import ArchiveError, ArchiveGap, InvalidInput, InvalidOperation, InvalidOption, Store
 from storage import FileArchive, open_archive, restore
 from storage.archive import Archive
 from tests.keyspace.conftest import TIMEOUT
@@ -273,3 +273,21 @@ def test_a_segment_shipped_while_active_and_sealed_later_is_the_same_history(
     assert report.seqs == {"keyspaces/k": 101}
     with Store.open(tmp_path / "restored") as restored:
         assert dict(restored.keyspace("k").items()) == expected
+
+
+def test_restore_to_a_time_before_a_key_space_existed_leaves_it_out(
+    tmp_path: Path, archive_url: str
+) -> None:
+    with Store.open(tmp_path / "s", archive=archive_url) as store:
+        store.keyspace("early").put("a", 1)
+        between = store.keyspace("early").time_of(1)
+        store.keyspace("late").put("b", 2)
+    report = restore(archive_url, tmp_path / "r", time=between)
+    assert report.seqs == {"keyspaces/early": 1}
+    with Store.open(tmp_path / "r") as restored:
+        assert restored.keyspaces() == ["early"]
+        assert dict(restored.keyspace("early").items()) == {"a": 1}
+    with pytest.raises(InvalidInput, match=r"nothing in .* was written at or before"):
+        restore(archive_url, tmp_path / "none", time=between - 60)
+    with pytest.raises(InvalidInput, match="at or before seq=0"):
+        restore(archive_url, tmp_path / "zero", seq=0)
