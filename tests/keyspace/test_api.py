@@ -307,7 +307,7 @@ def test_a_drop_cut_short_leaves_no_key_space_behind(
     with Store.open(store_path) as store:
         store.keyspace("a").put("k", 1)
         store.keyspace("b").put("k", 1)
-        monkeypatch.setattr("actors._store.shutil.rmtree", power_lost)
+        monkeypatch.setattr("actors._drop.shutil.rmtree", power_lost)
         with pytest.raises(OSError, match="power lost"):
             store.drop_keyspace("a")
     monkeypatch.undo()
