@@ -35,20 +35,22 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Final, NamedTuple, Protocol
 
 import msgspec
 
 from actors._actor import EventSourcedActor
-from actors._events import EventCodec
+from actors._events import EventCodec, Operation, encode_operation
 from actors._future import Future
+from actors._operations import OperationWindow
 from actors._snapshots import CompactionReport, HistoryPolicy, Snapshots
-from storage import SegmentedLog
+from storage import MAX_PAYLOAD_BYTES, SegmentedLog
 from storage.errors import (
     ActorKVError,
     ActorStopped,
     CorruptLog,
     InvalidOperation,
+    InvalidValue,
     KeyspaceClosed,
     ReadOnlyStore,
     ReplayFailed,
@@ -99,6 +101,7 @@ class Command:
         "kwargs",
         "lead",
         "name",
+        "op",
         "outcome",
         "size",
         "waiter",
@@ -111,12 +114,14 @@ class Command:
         kwargs: dict[str, Any],
         future: Future[Any] | None = None,
         size: int = 0,
+        op: bytes | None = None,
     ) -> None:
         self.name = name
         self.args = args
         self.kwargs = kwargs
         self.future = future
         self.size = size
+        self.op = op  # an operation id: applied once however often sent (actors._operations)
         self.waiter: threading.Lock | None = None
         self.outcome: tuple[Any, BaseException | None] | None = None
         self.lead = False  # the right was handed to this command's waiting caller
@@ -215,11 +220,12 @@ def replay(
     progress: ReplayProgress | None,
     *,
     snapshot: tuple[Any, int] | None = None,
+    operations: dict[bytes, Operation] | None = None,
 ) -> None:
     """Fold the records of ``log`` into ``actor``'s state.
 
     From ``initial_state()`` and the first record, or from a snapshot's ``(state, seq)``
-    and the record after it.
+    and the record after it. Operation ids met on the way are noted in ``operations``.
 
     Raises:
         CorruptLog: A damaged record, or one that no longer decodes as this actor's events.
@@ -236,7 +242,7 @@ def replay(
     for chunk in log.read_chunks(from_seq):
         seqs = [seq for seq, _ in chunk]
         payloads = [payload for _, payload in chunk]
-        decoded = decode_chunk(log, codec, seqs, payloads)
+        decoded = decode_chunk(log, codec, seqs, payloads, operations)
         if bulk:
             try:
                 state = actor.apply_records(state, zip(seqs, decoded, strict=True))
@@ -264,14 +270,17 @@ def decode_chunk(
     codec: EventCodec,
     seqs: list[int],
     payloads: list[bytes],
+    operations: dict[bytes, Operation] | None = None,
 ) -> list[tuple[Any, ...]]:
     """Decode a chunk of records with one decoder call; find the bad one if that fails.
+
+    Operation ids are taken off the events (noted in ``operations`` if given).
 
     Raises:
         CorruptLog: A record does not decode as the actor's events (it names the seq).
     """
     try:
-        return codec.decode_many(payloads)
+        return codec.decode_many(payloads, seqs, operations)
     except msgspec.DecodeError:
         pass
     for seq, payload in zip(seqs, payloads, strict=True):
@@ -285,6 +294,21 @@ def decode_chunk(
             raise CorruptLog(log.directory, 0, reason) from exc
     msg = f"{codec.actor_name}: a chunk of records failed to decode, yet each of them decodes"
     raise AssertionError(msg)  # pragma: no cover - msgspec would be inconsistent
+
+
+_NO_ROOM_FOR_ID: Final = (
+    "the command's events fill a whole log record, leaving no room for its operation id; "
+    "emit less per command"
+)
+
+
+def _operation_marker(emitted: list[bytes], op: bytes, result: Any) -> bytes | None:
+    """The operation id element for a record of ``emitted``, or None if it cannot fit."""
+    room = MAX_PAYLOAD_BYTES - 5 - sum(map(len, emitted))  # 5: the largest array header
+    marker = encode_operation(op, result)
+    if len(marker) > room:
+        marker = encode_operation(op, None)  # without its result, then
+    return marker if len(marker) <= room else None
 
 
 def _apply_each(
@@ -372,6 +396,8 @@ class ActorCore:
         self._snapshot_every = self.policy.records_per_snapshot
         self._snapshot_pending = False
         self._auto_snapshots = snapshots is not None
+        self.operations: OperationWindow | None = None
+        """Set when callers may retry (a remote runtime): see ``actors._operations``."""
 
     @property
     def codec(self) -> EventCodec:
@@ -628,6 +654,7 @@ class ActorCore:
         queue, mutex, actor, counters = self._queue, self._mutex, self._actor, self.counters
         payloads, recorded, replies = self._payloads, self._events, self._replies
         join, answer = self._codec.join, self._answer
+        operations = self.operations
         seq = self.log.next_seq + len(payloads)
         limit, size = GROUP_BYTES, 0
         while True:
@@ -660,6 +687,15 @@ class ActorCore:
                 if self._failure is not None:
                     answer(command, None, self._refused_write())
                     continue
+                op = command.op
+                if op is not None and operations is not None:
+                    earlier = operations.answer(op, command.name)
+                    if operations.ran(earlier):  # a retry: answered, not run again
+                        if replies:
+                            replies.append((command, earlier, False))
+                        else:
+                            answer(command, earlier, None)
+                        continue
                 before = actor._esa_state
                 emitted: list[bytes] = []
                 events: list[Any] = []
@@ -678,10 +714,19 @@ class ActorCore:
                 finally:
                     actor._esa_emitted = actor._esa_events = None
                 if emitted:
+                    self._group_events += len(emitted)
+                    if op is not None and operations is not None:
+                        marker = _operation_marker(emitted, op, result)
+                        if marker is None:
+                            actor._esa_state = before
+                            self._group_events -= len(emitted)
+                            answer(command, None, InvalidValue(_NO_ROOM_FOR_ID))
+                            continue
+                        emitted.append(marker)
+                        operations.staged(op, seq, result)
                     payload = join(emitted)
                     payloads.append(payload)
                     recorded.append(tuple(events))
-                    self._group_events += len(emitted)
                     replies.append((command, result, False))
                     seq += 1
                     if (
@@ -719,9 +764,13 @@ class ActorCore:
             try:
                 last = self.log.append_batch(payloads, expect_first=first)
             except BaseException as exc:
+                if self.operations is not None:
+                    self.operations.discarded()
                 self._refuse_from_now(exc, durable=False)
                 self._fail_replies(replies, self._refused_write())
                 return
+            if self.operations is not None:
+                self.operations.committed()
             self._write_seconds += (time.perf_counter() - started - self._write_seconds) / 8
             counters.records += len(payloads)
             self._since_snapshot += len(payloads)

@@ -3,6 +3,13 @@
 One log record holds the events of one command, encoded as a MessagePack array of tagged
 msgspec Structs. The event types come from ``event_types`` on the actor class, or else from
 the annotation of ``apply``'s ``event`` parameter (a Struct or a union of Structs).
+
+A command sent with an operation id (a caller that may retry it, ``actors/_operations.py``)
+has one more element at the end of its record's array: a MessagePack extension (code
+:data:`OPERATION_EXT`) holding the id and the command's encoded result. It is an extension,
+not a Struct, so it fits every actor's union of events whatever their tags and layout;
+:meth:`EventCodec.decode_many` and :meth:`EventCodec.decode` take it off, so nothing that
+reads events (replay, history, subscriptions, projections) ever sees it.
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ from __future__ import annotations
 import inspect
 import typing
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import msgspec
 
@@ -19,6 +26,51 @@ from storage.codec import MAX_VALUE_DEPTH, check_depth, on_fresh_stack, too_deep
 from storage.errors import InvalidValue
 
 _ENCODER: Final = msgspec.msgpack.Encoder()
+_Ext: Final = msgspec.msgpack.Ext
+
+OPERATION_EXT: Final = 0x4F
+"""MessagePack extension code of an operation id element (the letter O)."""
+MAX_KEPT_RESULT_BYTES: Final = 4096
+"""A result encoded larger than this (or not encodable) is not kept with its operation id."""
+
+
+class Operation(NamedTuple):
+    """An operation id found in a record: its seq and the command's encoded result.
+
+    ``result`` is the MessagePack of what the command returned, or empty if it was not kept
+    (larger than :data:`MAX_KEPT_RESULT_BYTES`, or not encodable).
+    """
+
+    seq: int
+    result: bytes
+
+
+def encode_operation(op_id: bytes, result: Any) -> bytes:
+    """The record element that says ``op_id`` was applied here, returning ``result``."""
+    try:
+        kept = _ENCODER.encode(result)
+    except (TypeError, ValueError, OverflowError, msgspec.EncodeError, RecursionError):
+        kept = b""
+    if len(kept) > MAX_KEPT_RESULT_BYTES:
+        kept = b""
+    return _ENCODER.encode(_Ext(OPERATION_EXT, bytes((len(op_id),)) + op_id + kept))
+
+
+def _take_operations(
+    decoded: list[Any], seqs: Sequence[int] | None, found: dict[bytes, Operation] | None
+) -> None:
+    """Take operation elements off each record's events (in place); note them in ``found``."""
+    for index, events in enumerate(decoded):
+        if events and type(events[-1]) is _Ext:
+            marker = events[-1]
+            data = bytes(marker.data)
+            if marker.code != OPERATION_EXT or not data or len(data) < 1 + data[0]:
+                msg = f"a record ends with an unknown MessagePack extension {marker.code}"
+                raise msgspec.DecodeError(msg)
+            decoded[index] = events[:-1]
+            if found is not None and seqs is not None:
+                found[bytes(data[1 : 1 + data[0]])] = Operation(seqs[index], data[1 + data[0] :])
+
 
 MAX_RECORD_BYTES: Final = MAX_PAYLOAD_BYTES - 16
 """Largest record payload a command may emit: its events plus a 5-byte array header."""
@@ -110,21 +162,35 @@ class EventCodec:
         """One record payload: a MessagePack array of the already encoded events."""
         return _array_header(len(encoded)) + b"".join(encoded)
 
-    def decode_many(self, payloads: Sequence[bytes]) -> list[tuple[Any, ...]]:
+    def decode_many(
+        self,
+        payloads: Sequence[bytes],
+        seqs: Sequence[int] | None = None,
+        operations: dict[bytes, Operation] | None = None,
+    ) -> list[tuple[Any, ...]]:
         """Decode many record payloads with one decoder call (one array around them all).
+
+        Operation ids are taken off (see the module's docstring); with ``seqs`` (the
+        payloads' seqs) and ``operations``, each is noted there by id.
 
         Raises:
             msgspec.DecodeError: One of them does not decode; :meth:`decode` each to find it.
         """
-        return self.decoder_of_many.decode(_array_header(len(payloads)) + b"".join(payloads))
+        decoded = self.decoder_of_many.decode(_array_header(len(payloads)) + b"".join(payloads))
+        _take_operations(decoded, seqs, operations)
+        return decoded
 
     def decode(self, payload: bytes) -> list[Any]:
         """Decode one record payload into its events (on a fresh stack if need be)."""
         try:
-            return self.decoder.decode(payload)
+            events: list[Any] = self.decoder.decode(payload)
         except RecursionError:
-            events: list[Any] = on_fresh_stack(self.decoder.decode, payload)
-            return events
+            events = on_fresh_stack(self.decoder.decode, payload)
+        if events and type(events[-1]) is _Ext:
+            records = [events]
+            _take_operations(records, None, None)
+            events = list(records[0])
+        return events
 
 
 def _array_header(length: int) -> bytes:
@@ -157,7 +223,9 @@ def event_codec_for(actor_class: type) -> EventCodec:
                 "several event types could not tell them apart; add `tag=True`"
             )
             raise TypeError(msg)
-    union: Any = types[0] if len(types) == 1 else typing.Union[types]  # noqa: UP007
+    # The extension is the operation id element a retried command's record may end with.
+    members = (*types, msgspec.msgpack.Ext)
+    union: Any = typing.Union[members]  # noqa: UP007
     try:
         decoder = msgspec.msgpack.Decoder(list[union])
     except TypeError as exc:

@@ -9,10 +9,11 @@ from typing import Any, TypeVar
 import msgspec
 
 from actors._actor import EventSourcedActor, command_names
-from actors._core import ActorCore, Counters, ReplayProgress, replay
-from actors._events import event_codec_for
+from actors._core import ActorCore, Counters, ReplayProgress, decode_chunk, replay
+from actors._events import EventCodec, Operation, event_codec_for
 from actors._handle import HANDLE_NAMES, ActorHandle
 from actors._keyspace_actor import KeySpaceActor
+from actors._operations import WINDOW_RECORDS, OperationWindow
 from actors._snapshots import HistoryPolicy, KeySpaceSnapshots, Snapshots, StateSnapshots
 from actors._store_checks import check_manifest, check_replayed_key_type, replay_rate
 from actors.runtimes import PykkaRuntime
@@ -38,8 +39,12 @@ def start_actor(
     options: LogOptions,
     runtime: PykkaRuntime,
     progress: ReplayProgress | None,
+    retried: bool = False,
 ) -> tuple[ActorHandle[A], A]:
     """Open the actor's log, recover it (snapshot, then replay) and start its core.
+
+    With ``retried`` (its callers may retry a command: a remote runtime) the core keeps an
+    operation window (``actors._operations``), rebuilt from the log here.
 
     Raises:
     TypeError: Commands named like handle members. CorruptLog, OpenFailed, InvalidOption:
@@ -76,7 +81,8 @@ def start_actor(
             actor.keep_replayed_versions(log.last_seq)
         recovered = snapshots.recover(actor, log.first_seq, log.last_seq)
         started = time.perf_counter()
-        replay(name, actor, log, codec, counters, progress, snapshot=recovered)
+        found: dict[bytes, Operation] | None = {} if retried else None
+        replay(name, actor, log, codec, counters, progress, snapshot=recovered, operations=found)
         rate = replay_rate(counters.records_replayed, time.perf_counter() - started)
         if stored is None:  # new, or written before manifests: record it now
             if manifest.key_type is not None and isinstance(actor, KeySpaceActor):
@@ -98,6 +104,11 @@ def start_actor(
             policy=msgspec.structs.replace(history, replay_rate=rate),
             since_snapshot=counters.records_replayed,
         )
+        if found is not None:
+            if recovered is not None:
+                _ids_before(log, codec, recovered[1], found)
+            core.operations = OperationWindow(actor_class)
+            core.operations.recovered(found)
         positions = core.positions = Positions(directory)
         core.holds["named subscriptions"] = lambda: positions.lowest_needed() or 2**63
         runtime.start(core)
@@ -105,3 +116,17 @@ def start_actor(
         log.close()
         raise
     return ActorHandle(name, actor_class, core, commands), actor
+
+
+def _ids_before(
+    log: SegmentedLog, codec: EventCodec, seq: int, found: dict[bytes, Operation]
+) -> None:
+    """Note the operation ids of the window's worth of records up to ``seq`` (a snapshot's)."""
+    start = max(log.first_seq, seq - WINDOW_RECORDS + 1)
+    for chunk in log.read_chunks(start):
+        records = [record for record in chunk if record[0] <= seq]
+        if records:
+            seqs, payloads = [s for s, _ in records], [p for _, p in records]
+            decode_chunk(log, codec, seqs, payloads, found)
+        if len(records) < len(chunk):
+            break
