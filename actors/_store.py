@@ -84,11 +84,15 @@ _DEFAULT = _Default()
 class Store:
     """An open data directory. Thread-safe. Use :meth:`open`; close it, or use ``with``."""
 
+    _hosted = False
+    """Set on a remote runtime's host store (``actors._host``): it locks no directory (the
+    store that made the host holds the lock) and its commands may carry operation ids."""
+
     def __init__(
         self,
         path: Path,
         options: LogOptions,
-        lock: DirectoryLock,
+        lock: DirectoryLock | _Unlocked,
         progress: ReplayProgress | None,
         clock: Callable[[], float],
         sweep_interval: float,
@@ -198,11 +202,14 @@ class Store:
         directory = Path(path)
         with opening(directory, "creating the store directory"):
             _fileio.make_dirs(directory)
-        lock = DirectoryLock.acquire(directory)
+        lock: DirectoryLock | _Unlocked = (
+            _Unlocked() if cls._hosted else DirectoryLock.acquire(directory)
+        )
         try:
-            with opening(directory, "removing a dropped key space in"):
-                finish_drops(directory / KEYSPACES_DIR)
-                finish_forks(directory / KEYSPACES_DIR)
+            if not cls._hosted:
+                with opening(directory, "removing a dropped key space in"):
+                    finish_drops(directory / KEYSPACES_DIR)
+                    finish_forks(directory / KEYSPACES_DIR)
             shipper = None
             if shipping is not None:
                 shipper = StoreShipper.start(
@@ -515,6 +522,7 @@ class Store:
             options=self.options,
             runtime=self._runtime,
             progress=self._progress,
+            retried=self._hosted,
         )
         if self._shipper is not None:
             self._shipper.add(directory, handle.core)
@@ -678,7 +686,14 @@ class Store:
         )
 
 
-def _release_when_stopped(lock: DirectoryLock, stopping: list[Future[None]]) -> None:
+class _Unlocked:
+    """The lock of a store that holds none (a host's: see ``Store._hosted``)."""
+
+    def release(self) -> None:
+        """Nothing to release."""
+
+
+def _release_when_stopped(lock: DirectoryLock | _Unlocked, stopping: list[Future[None]]) -> None:
     """Body of a closing thread: unlock the directory once every straggler has stopped."""
     for stopped in stopping:
         stopped.get()

@@ -1,0 +1,331 @@
+"""One key space or actor of a store, hosted for callers in other processes.
+
+A remote runtime (``actors/runtimes/_ray.py``) runs one :class:`Host` per key space and per
+custom actor, each in a process of its own. The host opens its one log directory of the
+store through the same code as an in-process store (the same ``Store.keyspace`` /
+``Store.spawn``, core, log and snapshots, with pykka home threads inside the host), and runs
+the calls its callers send by name: :meth:`Host.call` for a handle method,
+:meth:`Host.view_call` for a view of the past, :meth:`Host.index_call` for an index query,
+and the subscription and batch methods below. Results come back whole: what a handle
+returns as an iterator (``range``, ``items``, ``history``...) is sent as a list.
+
+Callers may retry a write whose answer they lost (the host died after running it): every
+write carries an operation id, which the core writes into the command's own record and
+answers from when it sees the id again (``actors/_operations.py``). So the host keeps no
+state of its own that a restart could lose, beyond open subscriptions, whose callers are
+told (``KeyspaceClosed``) and subscribe again.
+
+The store directory's lock is held by the store that made the hosts; a host locks only its
+own log directory (as every log does), so two hosts can never open the same log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from actors._core import Command
+from actors._handle import ActorHandle
+from actors._keyspace import KeySpace
+from actors._store import Store
+from actors._subscription import Subscription
+from storage.errors import InvalidOperation, KeyspaceClosed
+
+__all__ = ["READS", "Host"]
+
+logger = logging.getLogger("actorkv.actors")
+
+READS = frozenset(
+    {
+        "get",
+        "get_entry",
+        "get_many",
+        "range",
+        "prefix",
+        "items",
+        "values",
+        "keys",
+        "__contains__",
+        "__len__",
+        "last_seq",
+        "stats",
+        "anchor",
+        "history",
+        "seq_at",
+        "time_of",
+        "indexes",
+        "durable_state",
+    }
+)
+"""Key space and handle methods that write nothing: retried freely, without an id."""
+
+_ORDERED_SENDS = frozenset({"put_async", "delete_async"})
+"""Queued in the order they arrive (a pipelining caller's order), then awaited."""
+
+_current_op = threading.local()
+
+
+class HostStore(Store):
+    """The store a host opens: unlocked, its commands carrying operation ids."""
+
+    _hosted = True
+
+
+class Host:
+    """A key space or actor of the store at ``path``, opened in this process.
+
+    Args:
+        path: The store directory (on this machine).
+        kind: ``"keyspace"`` or ``"actor"``.
+        name: The key space's or actor's name.
+        store_options: ``Store.open`` options (fsync, segment_bytes, clock, ...).
+        spec: For a key space, ``Store.keyspace`` options; for an actor, ``(actor_class,
+            args, kwargs)`` as ``Store.spawn`` takes them.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        kind: str,
+        name: str,
+        store_options: dict[str, Any],
+        spec: Any,
+    ) -> None:
+        self.kind = kind
+        self.name = name
+        self.store = HostStore.open(Path(path), **store_options)
+        self.keyspace: KeySpace | None = None
+        self.handle: ActorHandle[Any]
+        if kind == "keyspace":
+            keyspace = self.store.keyspace(name, **spec)
+            _stamp_operations(keyspace)
+            self.keyspace = keyspace
+            self.handle = keyspace._actor
+        else:
+            actor_class, args, kwargs = spec
+            self.handle = self.store.spawn(name, actor_class, *args, **kwargs)
+        self._subscriptions: dict[int, Subscription[Any]] = {}
+        self._serials = itertools.count(1)
+
+    # -- what callers send -----------------------------------------------------------------------
+
+    async def call(
+        self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], op: bytes | None
+    ) -> Any:
+        """Run a handle method (a key space's, or an actor's command) and return its result."""
+        if self.keyspace is None:
+            return await self._command(method, args, kwargs, op)
+        keyspace = self.keyspace
+        if method in _ORDERED_SENDS:
+            future = _with_op(op, getattr(keyspace, method), args, kwargs)
+            return await future
+        if method in ("get", "get_entry", "get_many", "__contains__", "__len__", "last_seq"):
+            return _materialize(_member(keyspace, method, args, kwargs))  # memory only: inline
+        return await asyncio.to_thread(self._blocking, keyspace, method, args, kwargs, op)
+
+    async def command_async(
+        self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], op: bytes | None
+    ) -> Any:
+        """An actor command queued in arrival order (a pipelining caller's), then awaited."""
+        future = self.handle.new_future()
+        self.handle.enqueue(Command(method, args, kwargs, future, op=op))
+        return await future
+
+    async def handle_call(self, method: str, args: tuple[Any, ...]) -> Any:
+        """A method of the actor's handle itself (``stats``, ``snapshot``, ``compact``...)."""
+        return await asyncio.to_thread(self._handle_member, method, args)
+
+    async def view_call(
+        self, point: tuple[int | None, float | None], method: str, args: tuple[Any, ...]
+    ) -> Any:
+        """``keyspace.at(seq, time=...).method(*args)``; ``method`` "seq" resolves the point."""
+
+        def run() -> Any:
+            seq, when = point
+            with self._keyspace().at(seq, time=when) as view:
+                if method == "seq":
+                    return view.seq
+                return _materialize(getattr(view, method)(*args))
+
+        return await asyncio.to_thread(run)
+
+    async def index_call(
+        self, index: str, wait: bool, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """``keyspace.index(index, wait=wait).method(*args, **kwargs)``, as a list."""
+
+        def run() -> Any:
+            query = self._keyspace().index(index, wait=wait)
+            return _materialize(getattr(query, method)(*args, **kwargs))
+
+        return await asyncio.to_thread(run)
+
+    async def subscribe(self, kwargs: dict[str, Any]) -> int:
+        """Open a subscription here; returns the id its caller reads it by."""
+
+        def run() -> int:
+            target = self.keyspace if self.keyspace is not None else self.handle
+            subscription = target.subscribe(**kwargs)
+            serial = next(self._serials)
+            self._subscriptions[serial] = subscription
+            return serial
+
+        return await asyncio.to_thread(run)
+
+    async def next_changes(self, serial: int, timeout: float | None, most: int) -> list[Any]:
+        """Up to ``most`` changes of a subscription: waits up to ``timeout`` for the first."""
+
+        def run() -> list[Any]:
+            subscription = self._subscription(serial)
+            first = subscription.next(timeout)
+            if first is None:
+                return []
+            changes = [first]
+            while len(changes) < most:
+                more = subscription.next(0)
+                if more is None:
+                    break
+                changes.append(more)
+            return changes
+
+        return await asyncio.to_thread(run)
+
+    async def ack(self, serial: int, seq: int) -> None:
+        """``subscription.ack(seq)``."""
+        await asyncio.to_thread(lambda: self._subscription(serial).ack(seq))
+
+    async def close_subscription(self, serial: int) -> None:
+        """Close a subscription (nothing if it is gone)."""
+        subscription = self._subscriptions.pop(serial, None)
+        if subscription is not None:
+            await asyncio.to_thread(subscription.close)
+
+    async def batch(
+        self, writes: list[tuple[str, tuple[Any, ...], dict[str, Any]]], op: bytes
+    ) -> Any:
+        """Write a caller's batch as one record; returns its receipt."""
+
+        def run() -> Any:
+            keyspace = self._keyspace()
+            _current_op.value = op
+            try:
+                with keyspace.batch() as batch:
+                    for method, args, kwargs in writes:
+                        getattr(batch, method)(*args, **kwargs)
+                return batch.receipt
+            finally:
+                _current_op.value = None
+
+        return await asyncio.to_thread(run)
+
+    def ping(self) -> str:
+        """The host is up (its constructor ran: the log is recovered)."""
+        return self.name
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Close the subscriptions and the store (the log is synced)."""
+        for subscription in list(self._subscriptions.values()):
+            subscription.close()
+        self._subscriptions.clear()
+        self.store.close(timeout)
+
+    # -- inside --------------------------------------------------------------------------------
+
+    def _keyspace(self) -> KeySpace:
+        if self.keyspace is None:
+            msg = f"{self.name!r} is an actor, not a key space"
+            raise InvalidOperation(msg)
+        return self.keyspace
+
+    def _subscription(self, serial: int) -> Subscription[Any]:
+        subscription = self._subscriptions.get(serial)
+        if subscription is None:
+            msg = (
+                f"the subscription is gone: the host of {self.name!r} restarted (or it was "
+                "closed); subscribe again (a named subscription resumes after its last ack)"
+            )
+            raise KeyspaceClosed(msg)
+        return subscription
+
+    @staticmethod
+    def _blocking(
+        keyspace: KeySpace,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        op: bytes | None,
+    ) -> Any:
+        _current_op.value = op
+        try:
+            return _materialize(_member(keyspace, method, args, kwargs))
+        finally:
+            _current_op.value = None
+
+    async def _command(
+        self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], op: bytes | None
+    ) -> Any:
+        execute = self.handle.execute
+        return await asyncio.to_thread(lambda: execute(Command(method, args, kwargs, op=op)))
+
+    def _handle_member(self, method: str, args: tuple[Any, ...]) -> Any:
+        member = getattr(self.handle, method)
+        result = member(*args) if callable(member) else member
+        if method == "snapshot":
+            result = result.get()  # a future: its SnapshotInfo
+        return result
+
+
+def _member(target: Any, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    member = getattr(target, method)
+    return member(*args, **kwargs) if callable(member) else member
+
+
+def _materialize(result: Any) -> Any:
+    """What is sent back: an iterator (or a key space's live items view) as a list."""
+    if isinstance(result, Iterator) or type(result).__name__ in ("SnapshotItems", "SnapshotValues"):
+        return list(result)
+    if isinstance(result, Iterable) and not isinstance(result, str | bytes | list | tuple | dict):
+        return list(result)
+    return result
+
+
+def _with_op(
+    op: bytes | None, send: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    _current_op.value = op
+    try:
+        return send(*args, **kwargs)
+    finally:
+        _current_op.value = None
+
+
+def _stamp_operations(keyspace: KeySpace) -> None:
+    """Have the key space's commands carry the operation id of the call running them."""
+    handle = keyspace._actor
+    execute, enqueue = handle.execute, handle.enqueue
+
+    def execute_stamped(command: Command) -> Any:
+        command.op = getattr(_current_op, "value", None)
+        return execute(command)
+
+    def enqueue_stamped(command: Command) -> None:
+        command.op = getattr(_current_op, "value", None)
+        enqueue(command)
+
+    def call_delete(key: Any, expect_version: int | None) -> Any:
+        return execute_stamped(Command("delete", (key, expect_version), {}))
+
+    def send_delete(key: Any, expect_version: int | None) -> Any:
+        future = handle.new_future()
+        enqueue_stamped(Command("delete", (key, expect_version), {}, future))
+        return future
+
+    keyspace._execute = execute_stamped
+    keyspace._enqueue = enqueue_stamped
+    keyspace._call_delete = call_delete
+    keyspace._send_delete = send_delete
