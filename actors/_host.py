@@ -45,6 +45,7 @@ READS = frozenset(
         "get",
         "get_entry",
         "get_many",
+        "__getitem__",
         "range",
         "prefix",
         "items",
@@ -63,6 +64,11 @@ READS = frozenset(
     }
 )
 """Key space and handle methods that write nothing: retried freely, without an id."""
+
+_INLINE_READS = frozenset(
+    {"get", "get_entry", "get_many", "__getitem__", "__contains__", "__len__", "last_seq"}
+)
+"""Reads of memory only: run in the host's event loop, no thread hop."""
 
 _ORDERED_SENDS = frozenset({"put_async", "delete_async"})
 """Queued in the order they arrive (a pipelining caller's order), then awaited."""
@@ -124,7 +130,7 @@ class Host:
         if method in _ORDERED_SENDS:
             future = _with_op(op, getattr(keyspace, method), args, kwargs)
             return await future
-        if method in ("get", "get_entry", "get_many", "__contains__", "__len__", "last_seq"):
+        if method in _INLINE_READS:
             return _materialize(_member(keyspace, method, args, kwargs))  # memory only: inline
         return await asyncio.to_thread(self._blocking, keyspace, method, args, kwargs, op)
 
@@ -141,7 +147,11 @@ class Host:
         return await asyncio.to_thread(self._handle_member, method, args)
 
     async def view_call(
-        self, point: tuple[int | None, float | None], method: str, args: tuple[Any, ...]
+        self,
+        point: tuple[int | None, float | None],
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any] | None = None,
     ) -> Any:
         """``keyspace.at(seq, time=...).method(*args)``; ``method`` "seq" resolves the point."""
 
@@ -150,7 +160,7 @@ class Host:
             with self._keyspace().at(seq, time=when) as view:
                 if method == "seq":
                     return view.seq
-                return _materialize(getattr(view, method)(*args))
+                return _materialize(getattr(view, method)(*args, **(kwargs or {})))
 
         return await asyncio.to_thread(run)
 

@@ -136,6 +136,8 @@ class Store:
         archive: Archive | str | None = None,
         archive_interval: float = 1.0,
         archive_lease: float = 15.0,
+        runtime: str = "threads",
+        ray_options: Any = None,
     ) -> Self:
         """Open (creating if needed) the store in directory ``path`` and lock it.
 
@@ -176,6 +178,11 @@ class Store:
             archive_lease: Seconds the writer lease on the archive prefix lasts unless
                 renewed: a second store opening the prefix gets ``ArchiveLeased`` until
                 this store closes or its lease runs out (``storage/lease.py``).
+            runtime: ``"threads"`` (default: every actor on a thread of this process) or
+                ``"ray"``: every key space and custom actor in a Ray actor of its own, with
+                handles of the same methods (``docs/ray.md``; the ``ray`` extra).
+            ray_options: For ``runtime="ray"``: an ``actors.RayOptions`` or a dict of its
+                fields (CPUs and resources per host, restarts, retries).
 
         A store belongs to the process that opened it: in a child made by ``fork`` every
         inherited store and handle raises :class:`StoreForked`, and nothing of the parent's
@@ -198,6 +205,22 @@ class Store:
         check_clock(clock)
         history = check_history(recovery_budget, retention, recent_versions)
         check_archive_timing(archive_interval, archive_lease)
+        if runtime not in ("threads", "ray"):
+            msg = f"runtime must be 'threads' or 'ray', got {runtime!r}"
+            raise InvalidOption(msg)
+        target: type[Store] = cls
+        if runtime == "ray":
+            from actors._ray_store import RayStore  # noqa: PLC0415  # Ray only when asked for
+            from actors.runtimes._ray import RayOptions  # noqa: PLC0415
+
+            if archive is not None:
+                msg = "archive= does not work with runtime='ray' yet; ship from a threads store"
+                raise InvalidOption(msg)
+            ray_settings = RayOptions.of(ray_options)
+            target = RayStore
+        elif ray_options is not None:
+            msg = "ray_options= is for runtime='ray'"
+            raise InvalidOption(msg)
         shipping = None if archive is None else open_archive(archive)
         directory = Path(path)
         with opening(directory, "creating the store directory"):
@@ -218,10 +241,24 @@ class Store:
         except BaseException:
             lock.release()
             raise
-        store = cls(directory, options, lock, on_replay, clock, sweep_interval, history)
+        store = target(directory, options, lock, on_replay, clock, sweep_interval, history)
         store._shipper = shipper
+        if runtime == "ray":
+            hosts = {
+                "fsync": fsync,
+                "fsync_interval": fsync_interval,
+                "segment_bytes": segment_bytes,
+                "on_replay": on_replay,
+                "clock": clock,
+                "sweep_interval": sweep_interval,
+                "recovery_budget": recovery_budget,
+                "retention": retention,
+                "recent_versions": recent_versions,
+                "chain_key": chain_key,
+            }
+            store._start_ray(hosts, ray_settings, attached=False)  # type: ignore[attr-defined]
         open_stores.add(store)
-        return store
+        return store  # type: ignore[return-value]  # under the ray runtime, a RayStore
 
     @classmethod
     def open_replica(
@@ -251,6 +288,34 @@ class Store:
         return open_replica(
             archive, cache_dir, follow=follow, poll_interval=poll_interval, **options
         )
+
+    @classmethod
+    def connect(
+        cls,
+        name_or_address: str | os.PathLike[str],
+        *,
+        runtime: str = "ray",
+        ray_options: Any = None,
+    ) -> Store:
+        """Handles on the key spaces and actors of a store another driver runs on Ray.
+
+        ``name_or_address`` is the store's directory as its driver opened it (any path to
+        it: it is resolved). Ray is joined (``ray.init(address="auto")``) unless this
+        process already did. Nothing is started or stopped: ``keyspace(name)`` and
+        ``spawn(name, cls)`` return handles to the running hosts, and ``close()`` only lets
+        them go. See ``docs/ray.md``.
+
+        Raises:
+            InvalidOption: A runtime other than ``"ray"``. InvalidOperation: No host of
+                that store runs.
+        """
+        if runtime != "ray":
+            msg = f"Store.connect attaches to a store run by Ray: runtime='ray', not {runtime!r}"
+            raise InvalidOption(msg)
+        from actors._ray_store import RayStore  # noqa: PLC0415
+        from actors.runtimes._ray import RayOptions  # noqa: PLC0415
+
+        return RayStore.attach(str(Path(name_or_address).resolve()), RayOptions.of(ray_options))
 
     def spawn(
         self, name: str, actor_class: type[A], /, *args: Any, **kwargs: Any
