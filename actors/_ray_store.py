@@ -111,19 +111,21 @@ class RayStore(Store):
         """Open the key space ``name`` in a Ray actor of its own (options as ``Store.keyspace``)."""
         check_name(name, "key space")
         self._check_open()
-        known = self._remote_keyspaces.get(name)
-        if known is not None:
-            if options and options != known[1]:
-                msg = f"key space {name!r} is open with other options: {known[1]}"
-                raise InvalidOption(msg)
-            return known[0]
         fields = ("key_type", "value_type", "max_key_bytes", "max_value_bytes")
         keyspace_options = KeySpaceOptions(**{k: v for k, v in options.items() if k in fields})
+        known = self._remote_keyspaces.get(name)
+        if known is not None:
+            if keyspace_options != known[0].options or (
+                "indexes" in options and options["indexes"] != known[1].get("indexes")
+            ):
+                msg = f"key space {name!r} is open with other options: {known[0].options}"
+                raise InvalidOption(msg)
+            return known[0]
         directory = f"{KEYSPACES_DIR}/{name}"
         args = (
             None
             if self._attached
-            else (str(self.path), "keyspace", name, self._host_options, options)
+            else (self._store_name, "keyspace", name, self._host_options, options)
         )
         connection = self._connection(directory, args)
         remote = RemoteKeySpace(name, connection, keyspace_options)
@@ -149,7 +151,7 @@ class RayStore(Store):
         directory = f"{ACTORS_DIR}/{name}"
         spec = (actor_class, args, kwargs)
         host_args = (
-            None if self._attached else (str(self.path), "actor", name, self._host_options, spec)
+            None if self._attached else (self._store_name, "actor", name, self._host_options, spec)
         )
         handle = RemoteActorHandle(
             name, actor_class, self._connection(directory, host_args), command_names(actor_class)

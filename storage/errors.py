@@ -34,6 +34,7 @@ import contextlib
 import errno
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "ActorKVError",
@@ -68,7 +69,21 @@ __all__ = [
 
 
 class ActorKVError(Exception):
-    """Root of every error actorkv raises deliberately."""
+    """Root of every error actorkv raises deliberately.
+
+    Every one pickles whole (message and attributes), whatever its constructor takes, so an
+    error raised in another process (a Ray-hosted key space's) reaches its caller as itself.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild, (type(self), self.args, dict(self.__dict__))
+
+
+def _rebuild(kind: type[ActorKVError], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    error = kind.__new__(kind)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
 
 
 class InvalidInput(ActorKVError, ValueError):

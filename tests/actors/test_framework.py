@@ -30,6 +30,8 @@ from tests.actors.conftest import (
     reopened_value,
 )
 
+pytestmark = pytest.mark.usefixtures("runtime")  # each test under threads and Ray
+
 
 def test_the_design_counter_example_works_as_written(tmp_path):
     data = tmp_path / "data"

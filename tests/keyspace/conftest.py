@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import mmap
+import os
+import struct
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,22 +24,54 @@ START = 1_700_000_000.0
 
 
 class FakeClock:
-    """A clock that moves only when told to; pass it as ``Store.open(..., clock=clock)``."""
+    """A clock that moves only when told to; pass it as ``Store.open(..., clock=clock)``.
+
+    Its reading lives in a small shared file, mapped into memory: a copy of the clock in
+    another process (a Ray-hosted key space's) reads the same time as the test advances.
+    """
+
+    _READING = struct.Struct("<d")
 
     def __init__(self, now: float = START) -> None:
-        self.now = now
+        handle, name = tempfile.mkstemp(prefix="actorkv-clock-")
+        os.write(handle, self._READING.pack(now))
+        os.close(handle)
+        self._path = name
+        self._map = self._mapped(name)
         self._lock = threading.Lock()
 
+    @staticmethod
+    def _mapped(path: str) -> mmap.mmap:
+        with open(path, "r+b") as file:
+            return mmap.mmap(file.fileno(), 8)
+
     def __call__(self) -> float:
-        return self.now
+        reading: float = self._READING.unpack_from(self._map)[0]
+        return reading
+
+    @property
+    def now(self) -> float:
+        return self()
+
+    @now.setter
+    def now(self, value: float) -> None:
+        self._READING.pack_into(self._map, 0, value)
 
     def advance(self, seconds: float) -> float:
         with self._lock:
-            self.now += seconds
+            self.now = self.now + seconds
             return self.now
 
     def set(self, now: float) -> None:
         self.now = now
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self._path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._path = state["path"]
+        self._map = self._mapped(self._path)
+        self._lock = threading.Lock()
 
 
 @pytest.fixture

@@ -21,6 +21,8 @@ from actors import (
 )
 from tests.keyspace.conftest import TIMEOUT, FakeClock
 
+pytestmark = pytest.mark.usefixtures("runtime")  # each test under threads and Ray
+
 
 class User(msgspec.Struct, frozen=True):
     name: str
