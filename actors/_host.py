@@ -73,6 +73,9 @@ _INLINE_READS = frozenset(
 _ORDERED_SENDS = frozenset({"put_async", "delete_async"})
 """Queued in the order they arrive (a pipelining caller's order), then awaited."""
 
+TURN_WAIT = 5.0
+"""Seconds a caller's pipelined write waits for its predecessor before it goes anyway."""
+
 _current_op = threading.local()
 
 
@@ -116,6 +119,8 @@ class Host:
             actor_class, args, kwargs = spec
             self.handle = self.store.spawn(name, actor_class, *args, **kwargs)
         self._subscriptions: dict[int, Subscription[Any]] = {}
+        self._turns: dict[bytes, int] = {}  # each pipelining caller's next write (ordered)
+        self._turns_changed: asyncio.Condition | None = None
         self._serials = itertools.count(1)
 
     # -- what callers send -----------------------------------------------------------------------
@@ -133,6 +138,45 @@ class Host:
         if method in _INLINE_READS:
             return _materialize(_member(keyspace, method, args, kwargs))  # memory only: inline
         return await asyncio.to_thread(self._blocking, keyspace, method, args, kwargs, op)
+
+    async def ordered(
+        self,
+        turn: tuple[bytes, int, int],
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        op: bytes | None,
+    ) -> Any:
+        """A caller's pipelined write, queued in its turn: ``(caller, number, floor)``.
+
+        A caller numbers the writes it pipelines; ``floor`` is its oldest one not answered
+        yet. The host queues number ``n`` once it queued ``n - 1`` (or after
+        :data:`TURN_WAIT` seconds, should ``n - 1`` never come), so the caller's order holds
+        although Ray may start its calls in any order. A host that restarted starts each
+        caller from its floor, which is where its retries begin.
+        """
+        caller, number, floor = turn
+        if self._turns_changed is None:
+            self._turns_changed = asyncio.Condition()
+        changed = self._turns_changed
+        async with changed:
+            self._turns[caller] = max(self._turns.get(caller, floor), floor)
+            try:
+                await asyncio.wait_for(
+                    changed.wait_for(lambda: self._turns[caller] >= number), TURN_WAIT
+                )
+            except asyncio.TimeoutError:  # not the builtin before Python 3.11
+                logger.warning(
+                    "%s: write %d of a caller came before %d", self.name, number, number - 1
+                )
+            if self.keyspace is None:
+                future = self.handle.new_future()
+                self.handle.enqueue(Command(method, args, kwargs, future, op=op))
+            else:
+                future = _with_op(op, getattr(self.keyspace, method), args, kwargs)
+            self._turns[caller] = max(self._turns[caller], number + 1)
+            changed.notify_all()
+        return await future
 
     async def command_async(
         self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], op: bytes | None

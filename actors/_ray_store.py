@@ -30,7 +30,13 @@ from actors.runtimes._ray import (
     import_ray,
     start_host,
 )
-from storage.errors import InvalidName, InvalidOperation, InvalidOption, KeyspaceClosed
+from storage.errors import (
+    ActorStopped,
+    InvalidName,
+    InvalidOperation,
+    InvalidOption,
+    KeyspaceClosed,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -223,6 +229,20 @@ class RayStore(Store):
                 self._stop_host(directory, timeout)
         finally:
             self._lock.release()
+        for keyspace, _ in self._remote_keyspaces.values():
+            keyspace._connection.refuse(
+                KeyspaceClosed(
+                    f"key space {keyspace.name!r} was closed with its store; open the store "
+                    f"again and call store.keyspace({keyspace.name!r})"
+                )
+            )
+        for handle in self._remote_actors.values():
+            handle._connection.refuse(
+                ActorStopped(
+                    f"actor {handle.name!r} was stopped when its store was closed; open the "
+                    "store again and spawn it"
+                )
+            )
 
     def _check_open(self) -> None:
         if self._closed:

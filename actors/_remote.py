@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from actors._future import Future
+from storage.errors import ActorKVError
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # Python 3.10 has no typing.Self
@@ -54,6 +55,12 @@ class Connection(Protocol):
 
     def submit(self, method: str, *args: Any) -> Future[Any]:
         """Send the host's ``method(*args)``; the future gets its result."""
+
+    def submit_ordered(self, method: str, *args: Any) -> Future[Any]:
+        """Send a pipelined write, which the host queues after this caller's earlier ones."""
+
+    def refuse(self, error: Any) -> None:
+        """Raise ``error`` from every call from now on."""
 
 
 def new_op() -> bytes:
@@ -150,7 +157,7 @@ class RemoteKeySpace(MutableMapping[Any, Any]):
     ) -> Future[Any]:
         """Like :meth:`put`, returning a future at once (queued in the order sent)."""
         kwargs = {"ttl": ttl, "expect_version": expect_version}
-        return self._connection.submit("call", "put_async", (key, value), kwargs, new_op())
+        return self._connection.submit_ordered("put_async", (key, value), kwargs, new_op())
 
     def delete(self, key: Any, *, expect_version: int | None = None) -> Any:
         """Remove ``key``; its receipt, or None if it did not exist."""
@@ -159,7 +166,7 @@ class RemoteKeySpace(MutableMapping[Any, Any]):
     def delete_async(self, key: Any, *, expect_version: int | None = None) -> Future[Any]:
         """Like :meth:`delete`, returning a future at once."""
         kwargs = {"expect_version": expect_version}
-        return self._connection.submit("call", "delete_async", (key,), kwargs, new_op())
+        return self._connection.submit_ordered("delete_async", (key,), kwargs, new_op())
 
     def increment(self, key: Any, by: int = 1) -> int:
         """Add ``by`` to ``key``'s int value; returns the new value once durable."""
@@ -493,7 +500,7 @@ class RemoteActorHandle:
         connection = self._connection
 
         def sender(*args: Any, **kwargs: Any) -> Future[Any]:
-            return connection.submit("command_async", name, args, kwargs, new_op())
+            return connection.submit_ordered(name, args, kwargs, new_op())
 
         sender.__name__ = name
         self.__dict__[name] = sender
@@ -534,6 +541,15 @@ class RemoteActorHandle:
     def last_seq(self) -> int:
         """The newest record's seq."""
         return int(self._member("last_seq"))
+
+    @property
+    def alive(self) -> bool:
+        """Whether the actor's host answers (False once its store closed it)."""
+        try:
+            self._connection.call("ping")
+        except ActorKVError:
+            return False
+        return True
 
 
 class _RemoteBlocking:

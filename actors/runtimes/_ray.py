@@ -25,7 +25,9 @@ so a second driver can attach to a running store (``Store.connect``).
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -34,7 +36,7 @@ from typing import Any
 
 from actors._future import Future
 from actors._host import Host
-from storage.errors import ActorStopped, InvalidOption
+from storage.errors import ActorStopped, InvalidOption, KeyspaceClosed
 
 __all__ = ["NAMESPACE", "RayConnection", "RayOptions", "host_name", "import_ray", "start_host"]
 
@@ -171,9 +173,24 @@ class RayConnection:
         self._actor = actor
         self._retry_seconds = retry_seconds
         self._ray = import_ray()
+        self._refusal: KeyspaceClosed | None = None
+        # Pipelined writes are numbered, so the host queues them in order (Host.ordered).
+        self._caller = os.urandom(8)
+        self._turns = itertools.count()
+        self._unanswered: set[int] = set()
+        self._mutex = threading.Lock()
+
+    def refuse(self, error: KeyspaceClosed) -> None:
+        """Raise ``error`` from every call from now on (the store closed the host)."""
+        self._refusal = error
+
+    def _check(self) -> None:
+        if self._refusal is not None:
+            raise self._refusal
 
     def call(self, method: str, *args: Any) -> Any:
         """Run the host's ``method(*args)``; its result, or its exception."""
+        self._check()
         ray = self._ray
         deadline = time.monotonic() + self._retry_seconds
         pause = 0.05
@@ -190,16 +207,40 @@ class RayConnection:
 
     def submit(self, method: str, *args: Any) -> Future[Any]:
         """Send the host's ``method(*args)``; the future gets its result (sent again too)."""
+        self._check()
         future: Future[Any] = Future()
         deadline = time.monotonic() + self._retry_seconds
         self._send(future, method, args, deadline, 0.05)
+        return future
+
+    def submit_ordered(self, method: str, *args: Any) -> Future[Any]:
+        """Like :meth:`submit`, queued by the host after this caller's earlier ones."""
+        self._check()
+        with self._mutex:
+            number = next(self._turns)
+            self._unanswered.add(number)
+        future: Future[Any] = Future()
+
+        def answered(_: Future[Any]) -> None:
+            with self._mutex:
+                self._unanswered.discard(number)
+
+        future.add_done_callback(answered)
+        deadline = time.monotonic() + self._retry_seconds
+        self._send(future, "ordered", (number, method, *args), deadline, 0.05)
         return future
 
     def _send(
         self, future: Future[Any], method: str, args: tuple[Any, ...], deadline: float, pause: float
     ) -> None:
         ray = self._ray
-        ref = getattr(self._actor, method).remote(*args)
+        if method == "ordered":  # the turn, with the floor as of this sending
+            with self._mutex:
+                floor = min(self._unanswered, default=args[0])
+            sent = ((self._caller, args[0], floor), *args[1:])
+            ref = self._actor.ordered.remote(*sent)
+        else:
+            ref = getattr(self._actor, method).remote(*args)
 
         def settle(_: Any) -> None:
             try:

@@ -14,6 +14,7 @@ import msgspec
 import pytest
 
 from actors import EventSourcedActor, Store
+from actors._events import OPERATION_EXT
 from storage import SegmentedLog
 
 TIMEOUT = 10.0
@@ -73,9 +74,21 @@ def log_dir(store_path: Path, name: str) -> Path:
 
 
 def read_records(store_path: Path, name: str) -> list[list[Any]]:
-    """Every record of a (closed) actor's log, each decoded as a raw list of event dicts."""
+    """Every record of a (closed) actor's log, each decoded as a raw list of event dicts.
+
+    A record written for a caller that may retry (the Ray runtime's) ends with its
+    operation id, a MessagePack extension (``actors/_events.py``): left out here.
+    """
     with SegmentedLog.open(log_dir(store_path, name)) as log:
-        return [msgspec.msgpack.decode(payload) for _, payload in log.read()]
+        records = [msgspec.msgpack.decode(payload) for _, payload in log.read()]
+    return [
+        record[:-1]
+        if record
+        and isinstance(record[-1], msgspec.msgpack.Ext)
+        and record[-1].code == OPERATION_EXT
+        else record
+        for record in records
+    ]
 
 
 def reopened_value(store_path: Path, name: str = "counter", **options: Any) -> int:

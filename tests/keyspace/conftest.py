@@ -42,7 +42,7 @@ class FakeClock:
 
     @staticmethod
     def _mapped(path: str) -> mmap.mmap:
-        with open(path, "r+b") as file:
+        with Path(path).open("r+b") as file:
             return mmap.mmap(file.fileno(), 8)
 
     def __call__(self) -> float:
