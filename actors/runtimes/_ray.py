@@ -135,8 +135,7 @@ def start_host(
         What opening the key space or actor raised (InvalidOption, CorruptLog, ...).
     """
     ray = import_ray()
-    remote = ray.remote(RayHost)
-    actor = remote.options(
+    remote = ray.remote(RayHost).options(
         name=host_name(store, directory),
         namespace=NAMESPACE,
         get_if_exists=True,
@@ -145,13 +144,23 @@ def start_host(
         max_concurrency=options.max_concurrency,
         num_cpus=options.num_cpus,
         resources=dict(options.resources),
-    ).remote(*args)
-    try:
-        _get(ray, actor.ping.remote())
-    except BaseException:
-        ray.kill(actor, no_restart=True)
-        raise
-    return actor
+    )
+    deadline = time.monotonic() + options.retry_seconds
+    while True:
+        actor = remote.remote(*args)
+        try:
+            _get(ray, actor.ping.remote())
+        except ray.exceptions.RayActorError:
+            # The name still belongs to a host being stopped (a store closed just before
+            # this open): it is released once that host is gone.
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+            continue
+        except BaseException:
+            ray.kill(actor, no_restart=True)
+            raise
+        return actor
 
 
 def _get(ray: Any, ref: Any, timeout: float | None = None) -> Any:

@@ -7,7 +7,8 @@ same test body drives Ray-hosted key spaces and actors. A test that relies on wh
 process can share (a ``threading.Event`` passed to a command, the store's internals) is
 marked ``@pytest.mark.threads_only("why")`` and skipped under Ray with that reason.
 
-The Ray cluster is started once per session, as the Ray tests need it:
+The Ray cluster is started for each module that needs it and shut down after it (the rest
+of the suite, which forks and kills processes, runs without it):
 ``ray.init(num_cpus=2, include_dashboard=False)``.
 """
 
@@ -23,7 +24,7 @@ from actors import Store
 RUNTIMES = ["threads", "ray"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[Any]:
     ray = pytest.importorskip("ray", reason="the ray extra is not installed")
     if not ray.is_initialized():

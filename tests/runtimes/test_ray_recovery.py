@@ -157,3 +157,13 @@ def test_a_second_driver_attaches_and_reads_what_the_first_wrote(
             Store.connect(path).keyspace("other")
     with pytest.raises(InvalidOperation, match="no store named"):
         Store.connect(path)
+
+
+def test_a_store_reopened_at_once_gets_new_hosts_not_the_closing_ones(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    for round_number in range(10):  # a closed host's name is released a moment later
+        with Store.open(path, runtime="ray") as store:
+            assert store.spawn("c", Counter).blocking.increment(1) == round_number + 1
+            store.keyspace("k").put("n", round_number)
+    with Store.open(path) as reopened:
+        assert reopened.keyspace("k")["n"] == 9
