@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import shutil
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -32,9 +33,14 @@ from typing import Any
 from actors._core import Command
 from actors._handle import ActorHandle
 from actors._keyspace import KeySpace
+from actors._shipping import StoreShipper
 from actors._store import Store
 from actors._subscription import Subscription
+from storage import _fileio
+from storage.archive import Archive, open_archive
 from storage.errors import InvalidOperation, KeyspaceClosed
+from storage.lease import LeaseView
+from storage.restore import restore
 
 __all__ = ["READS", "Host"]
 
@@ -107,7 +113,17 @@ class Host:
     ) -> None:
         self.kind = kind
         self.name = name
-        self.store = HostStore.open(Path(path), **store_options)
+        options = dict(store_options)
+        shipping = options.pop("archive", None)
+        directory = f"{'keyspaces' if kind == 'keyspace' else 'actors'}/{name}"
+        if shipping is not None:
+            restore_if_missing(Path(path), directory, open_archive(shipping[0]))
+        self.store = HostStore.open(Path(path), **options)
+        if shipping is not None:
+            archive, interval, seconds, holder, token = shipping
+            source = open_archive(archive)
+            view = LeaseView(source, float(seconds), holder, token)
+            self.store._shipper = StoreShipper(source, Path(path), float(interval), view)
         self.keyspace: KeySpace | None = None
         self.handle: ActorHandle[Any]
         if kind == "keyspace":
@@ -277,6 +293,10 @@ class Host:
 
         return await asyncio.to_thread(run)
 
+    def archive_status(self) -> dict[str, Any]:
+        """How far the hosted log is shipped (``Store.archive_status``)."""
+        return self.store.archive_status()
+
     def ping(self) -> str:
         """The host is up (its constructor ran: the log is recovered)."""
         return self.name
@@ -332,6 +352,28 @@ class Host:
         if method == "snapshot":
             result = result.get()  # a future: its SnapshotInfo
         return result
+
+
+def restore_if_missing(store: Path, directory: str, archive: Archive) -> bool:
+    """Restore ``directory`` of ``store`` from ``archive`` if it is not here but shipped.
+
+    A host that Ray starts on a node without its log (the node that held it is gone) comes
+    back with what was shipped. Restored beside the store and renamed into place, so a
+    crash midway leaves no half log under the name. Returns whether it restored.
+    """
+    target = store / directory
+    if target.exists() or not archive.list(f"{directory}/MANIFEST"):
+        return False
+    scratch = store / ".restoring" / directory.replace("/", "-")
+    if scratch.exists():
+        shutil.rmtree(scratch)  # a restore cut short: begin again
+    restore(archive, scratch, names=[directory])
+    _fileio.make_dirs(target.parent)
+    _fileio.rename(scratch / directory, target)
+    _fileio.fsync_dir(target.parent)
+    shutil.rmtree(store / ".restoring")
+    logger.warning("%s: its log was not here; restored it from %r", target, archive)
+    return True
 
 
 def _member(target: Any, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -32,6 +32,7 @@ from actors.runtimes._ray import (
 )
 from storage.errors import (
     ActorStopped,
+    ArchiveError,
     InvalidName,
     InvalidOperation,
     InvalidOption,
@@ -63,6 +64,20 @@ class RayStore(Store):
         self._remote_actors: dict[str, RemoteActorHandle] = {}
         self._hosts: dict[str, Any] = {}
         self._hosts_mutex = threading.Lock()
+        shipper = getattr(self, "_shipper", None)
+        if shipper is not None and not attached:
+            lease = shipper.lease
+            if not lease.held:
+                self._lock.release()
+                msg = (
+                    f"the archive {shipper.archive!r} could not be reached to take its lease; "
+                    "under runtime='ray' the hosts ship under it from the start: open the "
+                    "store again once the archive is reachable"
+                )
+                raise ArchiveError(msg)
+            archive, interval, seconds = host_options["archive"]
+            host_options["archive"] = (archive, interval, seconds, lease.holder, lease.token)
+            shipper.start_thread()  # keeps the lease; the hosts ship
 
     @classmethod
     def attach(cls, name: str, ray_options: RayOptions) -> Self:
@@ -195,6 +210,17 @@ class RayStore(Store):
         drop_directory(folder)
         return True
 
+    def archive_status(self) -> dict[str, Any]:
+        """How far each open key space's and actor's log is shipped (asked of its host)."""
+        if self._shipper is None and not self._attached:
+            msg = "this store ships to no archive; open it with Store.open(..., archive=...)"
+            raise InvalidOperation(msg)
+        found: dict[str, Any] = {}
+        for directory in list(self._hosts):
+            connection = self._connection(directory, None)
+            found.update(connection.call("archive_status"))
+        return found
+
     def _check_writes(self, what: str) -> None:
         if self._attached:
             msg = (
@@ -226,7 +252,9 @@ class RayStore(Store):
             return
         try:
             for directory in list(self._hosts):
-                self._stop_host(directory, timeout)
+                self._stop_host(directory, timeout)  # each ships all it has first
+            if self._shipper is not None:
+                self._shipper.close(timeout)  # lets the lease go
         finally:
             self._lock.release()
         for keyspace, _ in self._remote_keyspaces.values():

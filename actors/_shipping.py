@@ -29,7 +29,7 @@ import msgspec
 
 from storage.archive import Archive
 from storage.errors import ActorKVError, ArchiveLeased
-from storage.lease import Lease
+from storage.lease import Lease, LeaseView
 from storage.shipping import DirectoryShipper
 
 if TYPE_CHECKING:
@@ -79,7 +79,9 @@ class _Shipped:
 class StoreShipper:
     """Ships a store's log directories to one archive, in a daemon thread of its own."""
 
-    def __init__(self, archive: Archive, store_path: Path, interval: float, lease: Lease) -> None:
+    def __init__(
+        self, archive: Archive, store_path: Path, interval: float, lease: Lease | LeaseView
+    ) -> None:
         """Start nothing yet; :meth:`add` directories, then the thread starts."""
         self.archive = archive
         self.lease = lease
@@ -124,12 +126,21 @@ class StoreShipper:
         core.holds["archive"] = lambda: shipper.shipped_seq + 1
         with self._mutex:
             self._entries[name] = entry
+        self.start_thread()
+        self._wake.set()
+
+    def start_thread(self) -> None:
+        """Start shipping (and renewing the lease) in the background, if not yet started.
+
+        A store whose logs ship from other processes (the Ray runtime's hosts) calls it with
+        no directory of its own: its thread then only keeps the lease.
+        """
+        with self._mutex:
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name=f"actorkv-ship:{self.store_path}", daemon=True
                 )
                 self._thread.start()
-        self._wake.set()
 
     def status(self) -> dict[str, ArchiveStatus]:
         """Each directory's :class:`ArchiveStatus`, by name."""

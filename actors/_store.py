@@ -36,6 +36,7 @@ from actors._store_checks import (
     check_archive_timing,
     check_clock,
     check_history,
+    check_shippable,
     qualified_name,
 )
 from actors._tuple_keys import TupleKeySpace
@@ -213,9 +214,7 @@ class Store:
             from actors._ray_store import RayStore  # noqa: PLC0415  # Ray only when asked for
             from actors.runtimes._ray import RayOptions  # noqa: PLC0415
 
-            if archive is not None:
-                msg = "archive= does not work with runtime='ray' yet; ship from a threads store"
-                raise InvalidOption(msg)
+            check_shippable(archive)
             ray_settings = RayOptions.of(ray_options)
             target = RayStore
         elif ray_options is not None:
@@ -244,7 +243,7 @@ class Store:
         store = target(directory, options, lock, on_replay, clock, sweep_interval, history)
         store._shipper = shipper
         if runtime == "ray":
-            hosts = {
+            hosts: dict[str, Any] = {
                 "fsync": fsync,
                 "fsync_interval": fsync_interval,
                 "segment_bytes": segment_bytes,
@@ -256,6 +255,8 @@ class Store:
                 "recent_versions": recent_versions,
                 "chain_key": chain_key,
             }
+            if shipper is not None:  # each host ships its own log under this store's lease
+                hosts["archive"] = (archive, archive_interval, archive_lease)
             store._start_ray(hosts, ray_settings, attached=False)  # type: ignore[attr-defined]
         open_stores.add(store)
         return store  # type: ignore[return-value]  # under the ray runtime, a RayStore

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 
 from actors._keyspace_actor import KeySpaceActor
 from actors._snapshots import HistoryPolicy
@@ -16,6 +17,7 @@ __all__ = [
     "check_history",
     "check_manifest",
     "check_replayed_key_type",
+    "check_shippable",
     "qualified_name",
     "replay_rate",
 ]
@@ -127,3 +129,18 @@ def check_archive_timing(interval: object, lease: object) -> None:
             "so the lease is renewed in time"
         )
         raise InvalidOption(msg)
+
+
+def check_shippable(archive: object) -> None:
+    """Raise InvalidOption if ``archive`` cannot be sent to another process (a Ray host)."""
+    if archive is None or isinstance(archive, str):
+        return
+    try:
+        pickle.dumps(archive)
+    except (pickle.PicklingError, TypeError, AttributeError) as exc:
+        msg = (
+            f"under runtime='ray' every host opens the archive itself, and {archive!r} "
+            f"cannot be sent to one ({exc}); give it as a URL (s3://bucket/prefix, with the "
+            "endpoint in AWS_ENDPOINT_URL_S3) or an archive object that pickles"
+        )
+        raise InvalidOption(msg) from exc

@@ -27,7 +27,7 @@ import msgspec
 from storage.archive import Archive
 from storage.errors import ArchiveError, ArchiveLeased, ArchivePreconditionFailed
 
-__all__ = ["LEASE_OBJECT", "Lease", "LeaseRecord"]
+__all__ = ["LEASE_OBJECT", "Lease", "LeaseRecord", "LeaseView"]
 
 LEASE_OBJECT = "LEASE"
 
@@ -145,3 +145,71 @@ class Lease:
             "to expire, or use another prefix"
         )
         return ArchiveLeased(msg, current.holder, current.expires_at)
+
+
+class LeaseView:
+    """Another process's view of a lease a store holds: uploads only while it is held.
+
+    A store whose actors run in other processes (the Ray runtime's hosts) takes and renews
+    the lease in its driver; each host ships its own log under the driver's fencing token
+    and, before an upload, checks (reading ``LEASE`` at most every sixth of the lease) that
+    the driver still holds it with more than a third of it left. So a host never uploads
+    once the driver could have lost the lease: a takeover needs it expired.
+    """
+
+    def __init__(
+        self,
+        archive: Archive,
+        seconds: float,
+        holder: str,
+        token: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """A view of the lease ``holder`` took with ``token``."""
+        self.archive = archive
+        self.seconds = seconds
+        self.holder = holder
+        self.token = token
+        self.clock = clock
+        self._good_until = 0.0  # time.monotonic() until which the last reading vouches
+
+    @property
+    def held(self) -> bool:
+        """Whether the last reading showed the lease held by ``holder``."""
+        return self._good_until > time.monotonic()
+
+    def ensure(self) -> None:
+        """Raise unless the holder still holds the lease (``ArchiveLeased`` if it lost it).
+
+        Raises:
+            ArchiveLeased: Another writer holds it now: this process is fenced.
+            ArchiveError: It is expiring (the holder is late renewing) or unreadable; the
+                upload waits for a later round.
+        """
+        now = time.monotonic()
+        if now < self._good_until:
+            return
+        try:
+            current = msgspec.json.decode(self.archive.get(LEASE_OBJECT), type=LeaseRecord)
+        except msgspec.DecodeError as exc:
+            msg = f"the archive's {LEASE_OBJECT} object does not decode: {exc}"
+            raise ArchiveError(msg) from exc
+        if current.holder != self.holder or current.token != self.token:
+            msg = (
+                f"the archive {self.archive!r} is leased to writer {current.holder} (token "
+                f"{current.token}), not to this store's {self.holder} (token {self.token})"
+            )
+            raise ArchiveLeased(msg, current.holder, current.expires_at)
+        left = current.expires_at - self.clock()
+        if left <= self.seconds / 3:
+            msg = f"the archive lease of {self.holder} has {left:.1f} s left: not uploading"
+            raise ArchiveError(msg)
+        self._good_until = now + min(self.seconds / 6, left - self.seconds / 3)
+
+    def acquire(self) -> int:
+        """Check the lease (a view takes nothing); returns the token."""
+        self.ensure()
+        return self.token
+
+    def release(self) -> None:
+        """Nothing: the holder lets the lease go."""
