@@ -13,7 +13,8 @@ import pytest
 from actors import ArchiveLeased, Store
 from actors._shipping import StoreShipper
 from storage import open_archive
-from storage.lease import LEASE_OBJECT, LeaseRecord
+from storage.errors import ArchiveError
+from storage.lease import LEASE_OBJECT, Lease, LeaseRecord, LeaseView
 from storage.shipping import read_uploads
 from tests.archive.test_ship_and_restore import wait_for
 from tests.keyspace.conftest import TIMEOUT
@@ -85,3 +86,21 @@ def test_a_paused_writer_is_fenced_after_a_takeover(tmp_path: Path, archive_url:
         takeover.close()
     uploads = read_uploads(open_archive(archive_url), "keyspaces/k/")
     assert all(upload.last_seq <= 1 for upload in uploads if upload.token == 1)
+
+
+def test_a_view_of_the_lease_uploads_only_while_its_holder_holds_it(tmp_path: Path) -> None:
+    archive = open_archive(f"file://{tmp_path / 'archive'}")
+    now = [1000.0]
+    holder = Lease(archive, 9.0, clock=lambda: now[0])
+    token = holder.acquire()
+    view = LeaseView(archive, 9.0, holder.holder, token, clock=lambda: now[0])
+    view.ensure()  # held, with the whole lease left
+    now[0] += 7.0  # the holder is late: 2 s left, under a third
+    view._good_until = 0.0  # the view reads LEASE again now
+    with pytest.raises(ArchiveError, match="left: not uploading"):
+        view.ensure()
+    now[0] += 3.0  # expired: another writer takes over
+    other = Lease(archive, 9.0, clock=lambda: now[0])
+    assert other.acquire() == token + 1
+    with pytest.raises(ArchiveLeased, match="not to this store's"):
+        view.ensure()
