@@ -36,6 +36,7 @@ from actors._keyspace import KeySpace
 from actors._shipping import StoreShipper
 from actors._store import Store
 from actors._subscription import Subscription
+from actors._view import KeySpaceView
 from storage import _fileio
 from storage.archive import Archive, open_archive
 from storage.errors import InvalidOperation, KeyspaceClosed
@@ -135,6 +136,7 @@ class Host:
             actor_class, args, kwargs = spec
             self.handle = self.store.spawn(name, actor_class, *args, **kwargs)
         self._subscriptions: dict[int, Subscription[Any]] = {}
+        self._views: dict[int, KeySpaceView] = {}
         self._turns: dict[bytes, int] = {}  # each pipelining caller's next write (ordered)
         self._turns_changed: asyncio.Condition | None = None
         self._serials = itertools.count(1)
@@ -206,23 +208,42 @@ class Host:
         """A method of the actor's handle itself (``stats``, ``snapshot``, ``compact``...)."""
         return await asyncio.to_thread(self._handle_member, method, args)
 
-    async def view_call(
-        self,
-        point: tuple[int | None, float | None],
-        method: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any] | None = None,
-    ) -> Any:
-        """``keyspace.at(seq, time=...).method(*args)``; ``method`` "seq" resolves the point."""
+    async def open_view(self, seq: int | None, when: float | None) -> tuple[int, int, float]:
+        """Open ``keyspace.at(seq, time=when)`` here; returns ``(id, its seq, its time)``.
 
-        def run() -> Any:
-            seq, when = point
-            with self._keyspace().at(seq, time=when) as view:
-                if method == "seq":
-                    return view.seq
-                return _materialize(getattr(view, method)(*args, **(kwargs or {})))
+        The view holds its point (retention waits for it) until its caller closes it.
+        """
+
+        def run() -> tuple[int, int, float]:
+            view = self._keyspace().at(seq, time=when)
+            serial = next(self._serials)
+            self._views[serial] = view
+            return serial, view.seq, view.time
 
         return await asyncio.to_thread(run)
+
+    async def view_call(
+        self, serial: int, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """``view.method(*args, **kwargs)`` of an open view, read whole."""
+
+        def run() -> Any:
+            view = self._views.get(serial)
+            if view is None:
+                msg = (
+                    f"the view of {self.name!r} is gone: its host restarted (or it was "
+                    "closed); take it again with at()"
+                )
+                raise KeyspaceClosed(msg)
+            return _materialize(getattr(view, method)(*args, **kwargs))
+
+        return await asyncio.to_thread(run)
+
+    async def close_view(self, serial: int) -> None:
+        """Let a view's point go (nothing if it is gone)."""
+        view = self._views.pop(serial, None)
+        if view is not None:
+            view.close()
 
     async def index_call(
         self, index: str, wait: bool, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -235,39 +256,50 @@ class Host:
 
         return await asyncio.to_thread(run)
 
-    async def subscribe(self, kwargs: dict[str, Any]) -> int:
-        """Open a subscription here; returns the id its caller reads it by."""
+    async def subscribe(self, kwargs: dict[str, Any]) -> tuple[int, int, int]:
+        """Open a subscription here; returns ``(id, acked, delivered)``."""
 
-        def run() -> int:
+        def run() -> tuple[int, int, int]:
             target = self.keyspace if self.keyspace is not None else self.handle
             subscription = target.subscribe(**kwargs)
             serial = next(self._serials)
             self._subscriptions[serial] = subscription
-            return serial
+            return serial, subscription.acked, subscription.delivered
 
         return await asyncio.to_thread(run)
 
-    async def next_changes(self, serial: int, timeout: float | None, most: int) -> list[Any]:
-        """Up to ``most`` changes of a subscription: waits up to ``timeout`` for the first."""
+    async def next_changes(
+        self, serial: int, timeout: float | None, most: int
+    ) -> tuple[list[Any], bool]:
+        """Up to ``most`` changes: waits up to ``timeout`` for the first; and if it ended."""
 
-        def run() -> list[Any]:
+        def run() -> tuple[list[Any], bool]:
             subscription = self._subscription(serial)
-            first = subscription.next(timeout)
-            if first is None:
-                return []
-            changes = [first]
-            while len(changes) < most:
-                more = subscription.next(0)
-                if more is None:
-                    break
-                changes.append(more)
-            return changes
+            changes: list[Any] = []
+            try:
+                first = subscription.next(timeout)
+                if first is not None:
+                    changes.append(first)
+                    while len(changes) < most:
+                        more = subscription.next(0)
+                        if more is None:
+                            break
+                        changes.append(more)
+            except StopIteration:  # closed, or its key space: it cannot cross a thread
+                return changes, True
+            return changes, False
 
         return await asyncio.to_thread(run)
 
-    async def ack(self, serial: int, seq: int) -> None:
-        """``subscription.ack(seq)``."""
-        await asyncio.to_thread(lambda: self._subscription(serial).ack(seq))
+    async def ack(self, serial: int, seq: int) -> int:
+        """``subscription.ack(seq)``; returns its acknowledged position."""
+
+        def run() -> int:
+            subscription = self._subscription(serial)
+            subscription.ack(seq)
+            return subscription.acked
+
+        return await asyncio.to_thread(run)
 
     async def close_subscription(self, serial: int) -> None:
         """Close a subscription (nothing if it is gone)."""
@@ -306,6 +338,9 @@ class Host:
         for subscription in list(self._subscriptions.values()):
             subscription.close()
         self._subscriptions.clear()
+        for view in list(self._views.values()):
+            view.close()
+        self._views.clear()
         self.store.close(timeout)
 
     # -- inside --------------------------------------------------------------------------------

@@ -20,7 +20,10 @@ is sent (``actors/_operations.py``). Reads are simply sent again.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import weakref
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -43,6 +46,7 @@ __all__ = [
 T = TypeVar("T")
 
 _SUBSCRIPTION_BATCH = 256  # changes fetched per round trip by a subscription's reader
+_ASYNC_POLL = 0.2  # seconds each wait of an async iteration lasts in its worker thread
 
 
 class Connection(Protocol):
@@ -257,15 +261,17 @@ class RemoteKeySpace(MutableMapping[Any, Any]):
 
     def at(self, seq: int | None = None, *, time: float | None = None) -> RemoteView:
         """The key space as of ``seq`` (or ``time``), read-only."""
-        point = self._connection.call("view_call", (seq, time), "seq", ())
-        return RemoteView(self.name, self._connection, int(point))
+        serial, point, when = self._connection.call("open_view", seq, time)
+        return RemoteView(self.name, self._connection, serial, point, when)
 
     def subscribe(
         self, from_seq: int | None = None, *, prefix: Any = None, name: str | None = None
     ) -> RemoteSubscription:
         """Every durable change from ``from_seq`` on, in seq order (see KeySpace.subscribe)."""
         kwargs = {"from_seq": from_seq, "prefix": prefix, "name": name}
-        return RemoteSubscription(self._connection, self._connection.call("subscribe", kwargs))
+        return RemoteSubscription(
+            self._connection, name, *self._connection.call("subscribe", kwargs)
+        )
 
     def create_index(self, name: str, index: Any) -> None:
         """Add a secondary index (see ``docs/indexes.md``)."""
@@ -321,15 +327,29 @@ class RemoteBatch:
 
 
 class RemoteView:
-    """A hosted key space as of one seq (what ``RemoteKeySpace.at`` returns)."""
+    """A hosted key space as of one seq (what ``RemoteKeySpace.at`` returns).
 
-    def __init__(self, name: str, connection: Connection, seq: int) -> None:
+    The host holds the view's point (retention waits for it) until :meth:`close`.
+
+    Attributes:
+        name: The key space's name.
+        seq: The point: the state after record ``seq``.
+        time: The time expiry is judged at.
+    """
+
+    def __init__(
+        self, name: str, connection: Connection, serial: int, seq: int, time: float
+    ) -> None:
         self.name = name
         self.seq = seq
+        self.time = time
         self._connection = connection
+        self._serial = serial
+        self._closed = False
+        self._release = weakref.finalize(self, _close_view, connection, serial)
 
     def _read(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return self._connection.call("view_call", (self.seq, None), method, args, kwargs)
+        return self._connection.call("view_call", self._serial, method, args, kwargs)
 
     def get(self, key: Any, default: Any = None) -> Any:
         """The value of ``key`` then, or ``default``."""
@@ -355,6 +375,12 @@ class RemoteView:
         """``(key, value)`` then, for ``start <= key < stop``."""
         return iter(self._read("range", start, stop, reverse=reverse, limit=limit))
 
+    def prefix(
+        self, prefix: Any, *, reverse: bool = False, limit: int | None = None
+    ) -> Iterator[tuple[Any, Any]]:
+        """``(key, value)`` then, for every key starting with ``prefix``."""
+        return iter(self._read("prefix", prefix, reverse=reverse, limit=limit))
+
     def keys(self) -> Iterator[Any]:
         """Every key then."""
         return iter(self._read("keys"))
@@ -377,13 +403,19 @@ class RemoteView:
         return self.keys()
 
     def close(self) -> None:
-        """Nothing is held here: the host opens the view per call."""
+        """Let the host drop the view's point (also when the view is garbage)."""
+        self._release()
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+def _close_view(connection: Connection, serial: int) -> None:
+    with contextlib.suppress(ActorKVError):  # the store is closed: its host took the view
+        connection.submit("close_view", serial)  # nobody waits: a view dropped in passing
 
 
 class RemoteIndexQuery:
@@ -424,22 +456,44 @@ class RemoteIndexQuery:
 
 
 class RemoteSubscription:
-    """A subscription held by a host, read here a batch of changes per round trip."""
+    """A subscription held by a host, read here a batch of changes per round trip.
 
-    def __init__(self, connection: Connection, serial: int) -> None:
+    Attributes:
+        name: Its name (named subscriptions), or None.
+        acked: The last seq acknowledged.
+        delivered: The seq of the last change :meth:`next` returned.
+    """
+
+    def __init__(
+        self, connection: Connection, name: str | None, serial: int, acked: int, delivered: int
+    ) -> None:
+        self.name = name
+        self.acked = acked
+        self.delivered = delivered
         self._connection = connection
         self._serial = serial
         self._buffer: list[Any] = []
+        self._ended = False
         self._closed = False
 
     def next(self, timeout: float | None = None) -> Any:
-        """The next change, waiting up to ``timeout`` seconds (None: forever); None if none."""
-        if not self._buffer:
-            self._buffer = list(
-                self._connection.call("next_changes", self._serial, timeout, _SUBSCRIPTION_BATCH)
+        """The next change, waiting up to ``timeout`` seconds (None: forever); None if none.
+
+        Raises:
+            StopIteration: The subscription (or its key space) is closed.
+        """
+        if not self._buffer and not self._ended:
+            changes, self._ended = self._connection.call(
+                "next_changes", self._serial, timeout, _SUBSCRIPTION_BATCH
             )
-            self._buffer.reverse()
-        return self._buffer.pop() if self._buffer else None
+            self._buffer = list(reversed(changes))
+        if self._buffer:
+            change = self._buffer.pop()
+            self.delivered = change.seq
+            return change
+        if self._ended:
+            raise StopIteration
+        return None
 
     def __iter__(self) -> Iterator[Any]:
         return self
@@ -449,20 +503,34 @@ class RemoteSubscription:
         assert change is not None
         return change
 
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Any:
+        """The next change, waited for in a worker thread (the event loop never blocks)."""
+        while True:
+            try:
+                change = await asyncio.to_thread(self.next, _ASYNC_POLL)
+            except StopIteration:
+                raise StopAsyncIteration from None
+            if change is not None:
+                return change
+
     def ack(self, seq: int) -> None:
-        """Record that everything up to ``seq`` is handled (named subscriptions)."""
-        self._connection.call("ack", self._serial, seq)
+        """Record that everything up to ``seq`` is handled (durably, if named)."""
+        self.acked = int(self._connection.call("ack", self._serial, seq))
 
     def close(self) -> None:
         """Stop it (in the host)."""
         if not self._closed:
             self._closed = True
+            self._ended = True
             self._connection.call("close_subscription", self._serial)
 
     @property
     def closed(self) -> bool:
-        """Whether :meth:`close` was called."""
-        return self._closed
+        """Whether it was closed (here, or by its host's key space closing)."""
+        return self._closed or (self._ended and not self._buffer)
 
     def __enter__(self) -> Self:
         return self
@@ -522,7 +590,9 @@ class RemoteActorHandle:
     ) -> RemoteSubscription:
         """The actor's events from ``from_seq`` on, in seq order."""
         kwargs = {"from_seq": from_seq, "name": name}
-        return RemoteSubscription(self._connection, self._connection.call("subscribe", kwargs))
+        return RemoteSubscription(
+            self._connection, name, *self._connection.call("subscribe", kwargs)
+        )
 
     def anchor(self) -> Any:
         """``Anchor(seq, head)`` of the log now."""
