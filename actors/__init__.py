@@ -13,11 +13,13 @@ from actors._history import Version
 from actors._index import Index, IndexQuery
 from actors._keyspace import Entry, KeySpace, KeySpaceOptions, Receipt, WriteBatch
 from actors._projection import Advanced, Projection
+from actors._remote import RemoteActorHandle, RemoteKeySpace
 from actors._shipping import ArchiveStatus
 from actors._snapshots import CompactionReport
 from actors._store import Store
 from actors._subscription import ActorEvent, Change, Subscription
 from actors._view import KeySpaceView
+from actors.runtimes._ray import RayOptions
 from storage.chain import Anchor
 from storage.errors import (
     ActorKVError,
@@ -89,8 +91,11 @@ __all__ = [
     "OpenFailed",
     "Projection",
     "Published",
+    "RayOptions",
     "ReadOnlyStore",
     "Receipt",
+    "RemoteActorHandle",
+    "RemoteKeySpace",
     "ReplayFailed",
     "SnapshotInfo",
     "StopTimeout",
