@@ -15,7 +15,7 @@ from pathlib import Path
 
 from storage import DirectoryLock, _fileio
 
-__all__ = ["DROPPED_PREFIX", "drop_directory", "finish_drops"]
+__all__ = ["DROPPED_PREFIX", "drop_directory", "finish_drops", "remove_leftovers"]
 
 DROPPED_PREFIX = ".dropped-"  # a key space being deleted; finished on the next open
 
@@ -40,7 +40,12 @@ def drop_directory(folder: Path) -> None:
 
 def finish_drops(folder: Path) -> None:
     """Delete the key spaces in ``folder`` whose drop a crash cut short."""
-    leftovers = list(folder.glob(f"{DROPPED_PREFIX}*"))
+    remove_leftovers(folder, DROPPED_PREFIX)
+
+
+def remove_leftovers(folder: Path, prefix: str) -> None:
+    """Delete the directories in ``folder`` named ``prefix...`` (work a crash cut short)."""
+    leftovers = list(folder.glob(f"{prefix}*"))
     for leftover in leftovers:
         shutil.rmtree(leftover)
     if leftovers:

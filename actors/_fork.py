@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
+from actors._drop import remove_leftovers
 from storage import _fileio
 from storage._format import FORMAT_VERSION
 from storage._segment import create_segment
@@ -81,8 +82,4 @@ def write_fork(
 
 def finish_forks(folder: Path) -> None:
     """Delete forks a crash cut short (they never got their name)."""
-    leftovers = list(folder.glob(f"{FORKING_PREFIX}*"))
-    for leftover in leftovers:
-        shutil.rmtree(leftover)
-    if leftovers:
-        _fileio.fsync_dir(folder)
+    remove_leftovers(folder, FORKING_PREFIX)

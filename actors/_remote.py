@@ -72,24 +72,11 @@ def new_op() -> bytes:
     return os.urandom(16)
 
 
-class RemoteKeySpace(MutableMapping[Any, Any]):
-    """A key space hosted in another process; the methods of :class:`actors.KeySpace`."""
-
-    def __init__(self, name: str, connection: Connection, options: Any) -> None:
-        self.name = name
-        self.options = options
-        self._connection = connection
-
-    def __repr__(self) -> str:
-        return f"<RemoteKeySpace {self.name!r} via {self._connection.name}>"
+class _Reads:
+    """The point reads and scans a hosted key space and a view of it share."""
 
     def _read(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return self._connection.call("call", method, args, kwargs, None)
-
-    def _write(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return self._connection.call("call", method, args, kwargs, new_op())
-
-    # -- reads ---------------------------------------------------------------------------------
+        raise NotImplementedError
 
     def get(self, key: Any, default: Any = None) -> Any:
         """The value of ``key``, or ``default``."""
@@ -121,6 +108,32 @@ class RemoteKeySpace(MutableMapping[Any, Any]):
         """``(key, value)`` for every key starting with ``prefix``."""
         return iter(self._read("prefix", prefix, reverse=reverse, limit=limit))
 
+    def __contains__(self, key: object) -> bool:
+        return bool(self._read("__contains__", key))
+
+    def __len__(self) -> int:
+        return int(self._read("__len__"))
+
+
+class RemoteKeySpace(_Reads, MutableMapping[Any, Any]):
+    """A key space hosted in another process; the methods of :class:`actors.KeySpace`."""
+
+    def __init__(self, name: str, connection: Connection, options: Any) -> None:
+        self.name = name
+        self.options = options
+        self._connection = connection
+
+    def __repr__(self) -> str:
+        return f"<RemoteKeySpace {self.name!r} via {self._connection.name}>"
+
+    def _read(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self._connection.call("call", method, args, kwargs, None)
+
+    def _write(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self._connection.call("call", method, args, kwargs, new_op())
+
+    # -- reads: get, get_entry, get_many, range, prefix from _Reads ---------------------------
+
     def items(self) -> list[tuple[Any, Any]]:  # type: ignore[override]
         """Every ``(key, value)``, in key order, as one snapshot."""
         result: list[tuple[Any, Any]] = self._read("items")
@@ -138,12 +151,6 @@ class RemoteKeySpace(MutableMapping[Any, Any]):
 
     def __getitem__(self, key: Any) -> Any:
         return self._read("__getitem__", key)
-
-    def __contains__(self, key: object) -> bool:
-        return bool(self._read("__contains__", key))
-
-    def __len__(self) -> int:
-        return int(self._read("__len__"))
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self.keys())
@@ -326,7 +333,7 @@ class RemoteBatch:
             self.receipt = connection.call("batch", self._writes, new_op())
 
 
-class RemoteView:
+class RemoteView(_Reads):
     """A hosted key space as of one seq (what ``RemoteKeySpace.at`` returns).
 
     The host holds the view's point (retention waits for it) until :meth:`close`.
@@ -351,36 +358,6 @@ class RemoteView:
     def _read(self, method: str, *args: Any, **kwargs: Any) -> Any:
         return self._connection.call("view_call", self._serial, method, args, kwargs)
 
-    def get(self, key: Any, default: Any = None) -> Any:
-        """The value of ``key`` then, or ``default``."""
-        return self._read("get", key, default)
-
-    def get_entry(self, key: Any) -> Any:
-        """The key's entry then, or None."""
-        return self._read("get_entry", key)
-
-    def get_many(self, keys: Iterable[Any]) -> dict[Any, Any]:
-        """The values then of the keys that existed."""
-        result: dict[Any, Any] = self._read("get_many", list(keys))
-        return result
-
-    def range(
-        self,
-        start: Any = None,
-        stop: Any = None,
-        *,
-        reverse: bool = False,
-        limit: int | None = None,
-    ) -> Iterator[tuple[Any, Any]]:
-        """``(key, value)`` then, for ``start <= key < stop``."""
-        return iter(self._read("range", start, stop, reverse=reverse, limit=limit))
-
-    def prefix(
-        self, prefix: Any, *, reverse: bool = False, limit: int | None = None
-    ) -> Iterator[tuple[Any, Any]]:
-        """``(key, value)`` then, for every key starting with ``prefix``."""
-        return iter(self._read("prefix", prefix, reverse=reverse, limit=limit))
-
     def keys(self) -> Iterator[Any]:
         """Every key then."""
         return iter(self._read("keys"))
@@ -392,12 +369,6 @@ class RemoteView:
     def values(self) -> Iterator[Any]:
         """Every value then."""
         return iter(self._read("values"))
-
-    def __contains__(self, key: object) -> bool:
-        return bool(self._read("__contains__", key))
-
-    def __len__(self) -> int:
-        return int(self._read("__len__"))
 
     def __iter__(self) -> Iterator[Any]:
         return self.keys()
