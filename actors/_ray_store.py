@@ -248,15 +248,8 @@ class RayStore(Store):
         if self._closed:
             return
         self._closed = True
-        if self._attached:
-            return
-        try:
-            for directory in list(self._hosts):
-                self._stop_host(directory, timeout)  # each ships all it has first
-            if self._shipper is not None:
-                self._shipper.close(timeout)  # lets the lease go
-        finally:
-            self._lock.release()
+        # Handles first: a caller waiting on a host (a subscription's reader) then ends
+        # instead of sending its call again to a host that is not coming back.
         for keyspace, _ in self._remote_keyspaces.values():
             keyspace._connection.refuse(
                 KeyspaceClosed(
@@ -271,6 +264,15 @@ class RayStore(Store):
                     "store again and spawn it"
                 )
             )
+        if self._attached:
+            return
+        try:
+            for directory in list(self._hosts):
+                self._stop_host(directory, timeout)  # each ships all it has first
+            if self._shipper is not None:
+                self._shipper.close(timeout)  # lets the lease go
+        finally:
+            self._lock.release()
 
     def _check_open(self) -> None:
         if self._closed:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from actors._future import Future
-from storage.errors import ActorKVError
+from storage.errors import ActorKVError, KeyspaceClosed
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # Python 3.10 has no typing.Self
@@ -454,9 +454,12 @@ class RemoteSubscription:
             StopIteration: The subscription (or its key space) is closed.
         """
         if not self._buffer and not self._ended:
-            changes, self._ended = self._connection.call(
-                "next_changes", self._serial, timeout, _SUBSCRIPTION_BATCH
-            )
+            try:
+                changes, self._ended = self._connection.call(
+                    "next_changes", self._serial, timeout, _SUBSCRIPTION_BATCH
+                )
+            except KeyspaceClosed:  # its store closed: it ends, as the key space's does
+                changes, self._ended = [], True
             self._buffer = list(reversed(changes))
         if self._buffer:
             change = self._buffer.pop()
@@ -496,7 +499,8 @@ class RemoteSubscription:
         if not self._closed:
             self._closed = True
             self._ended = True
-            self._connection.call("close_subscription", self._serial)
+            with contextlib.suppress(KeyspaceClosed):  # its store closed it already
+                self._connection.call("close_subscription", self._serial)
 
     @property
     def closed(self) -> bool:

@@ -208,6 +208,7 @@ class RayConnection:
             try:
                 return _get(ray, ref)
             except ray.exceptions.RayActorError as exc:
+                self._check()  # stopped by its store: no use sending it again
                 if time.monotonic() + pause > deadline:
                     raise self._gone(exc) from exc
                 logger.info("%s: its host died (%s); sending %s again", self.name, exc, method)
@@ -255,6 +256,9 @@ class RayConnection:
             try:
                 future.set(_get(ray, ref))
             except ray.exceptions.RayActorError as exc:
+                if self._refusal is not None:
+                    future.set_exception(self._refusal)
+                    return
                 if time.monotonic() + pause > deadline:
                     future.set_exception(self._gone(exc))
                     return

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -60,3 +62,21 @@ def test_a_subscription_reports_its_position_and_ends_when_closed(tmp_path: Path
         resumed = store.keyspace("k").subscribe(name="reader")
         assert resumed.acked == 2  # durable across reopens, as under the threads runtime
         resumed.close()
+
+
+def test_a_reader_waiting_on_a_subscription_ends_when_its_store_closes(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s", runtime="ray")
+    ks = store.keyspace("k")
+    changes = ks.subscribe()
+    ks.put("a", 1)
+    assert changes.next(timeout=10).key == "a"
+    done: list[list[object]] = []
+    reader = threading.Thread(target=lambda: done.append(list(changes)))
+    reader.start()
+    time.sleep(0.2)  # it waits in its host for the next change
+    store.close()
+    reader.join(30)
+    assert not reader.is_alive()
+    assert done == [[]]
+    with pytest.raises(KeyspaceClosed, match="closed with its store"):
+        ks.put("b", 2)
