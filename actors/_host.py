@@ -160,7 +160,7 @@ class Host:
     async def ordered(
         self,
         turn: tuple[bytes, int, int],
-        method: str,
+        method: str | None,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         op: bytes | None,
@@ -187,14 +187,17 @@ class Host:
                 logger.warning(
                     "%s: write %d of a caller came before %d", self.name, number, number - 1
                 )
-            if self.keyspace is None:
+            future: Any = None
+            if method is None:
+                pass  # a write its caller could not send: its turn passes
+            elif self.keyspace is None:
                 future = self.handle.new_future()
                 self.handle.enqueue(Command(method, args, kwargs, future, op=op))
             else:
                 future = _with_op(op, getattr(self.keyspace, method), args, kwargs)
             self._turns[caller] = max(self._turns[caller], number + 1)
             changed.notify_all()
-        return await future
+        return None if future is None else await future
 
     async def command_async(
         self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], op: bytes | None

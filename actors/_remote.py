@@ -108,6 +108,9 @@ class _Reads:
         """``(key, value)`` for every key starting with ``prefix``."""
         return iter(self._read("prefix", prefix, reverse=reverse, limit=limit))
 
+    def __getitem__(self, key: Any) -> Any:
+        return self._read("__getitem__", key)
+
     def __contains__(self, key: object) -> bool:
         return bool(self._read("__contains__", key))
 
@@ -148,9 +151,6 @@ class RemoteKeySpace(_Reads, MutableMapping[Any, Any]):
         """Every key, in order."""
         result: list[Any] = self._read("keys")
         return result
-
-    def __getitem__(self, key: Any) -> Any:
-        return self._read("__getitem__", key)
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self.keys())

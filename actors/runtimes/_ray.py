@@ -36,7 +36,7 @@ from typing import Any
 
 from actors._future import Future
 from actors._host import Host
-from storage.errors import ActorStopped, InvalidOption, KeyspaceClosed
+from storage.errors import ActorStopped, InvalidInput, InvalidOption, KeyspaceClosed
 
 __all__ = ["NAMESPACE", "RayConnection", "RayOptions", "host_name", "import_ray", "start_host"]
 
@@ -204,7 +204,7 @@ class RayConnection:
         deadline = time.monotonic() + self._retry_seconds
         pause = 0.05
         while True:
-            ref = getattr(self._actor, method).remote(*args)
+            ref = self._remote(method, args)
             try:
                 return _get(ray, ref)
             except ray.exceptions.RayActorError as exc:
@@ -237,7 +237,15 @@ class RayConnection:
 
         future.add_done_callback(answered)
         deadline = time.monotonic() + self._retry_seconds
-        self._send(future, "ordered", (number, method, *args), deadline, 0.05)
+        try:
+            self._send(future, "ordered", (number, method, *args), deadline, 0.05)
+        except InvalidInput:
+            # Its turn must still pass, or this caller's next write would wait for it.
+            skipped: Future[Any] = Future()
+            self._send(skipped, "ordered", (number, None, (), {}, None), deadline, 0.05)
+            with self._mutex:
+                self._unanswered.discard(number)
+            raise
         return future
 
     def _send(
@@ -248,9 +256,9 @@ class RayConnection:
             with self._mutex:
                 floor = min(self._unanswered, default=args[0])
             sent = ((self._caller, args[0], floor), *args[1:])
-            ref = self._actor.ordered.remote(*sent)
+            ref = self._remote("ordered", sent)
         else:
-            ref = getattr(self._actor, method).remote(*args)
+            ref = self._remote(method, args)
 
         def settle(_: Any) -> None:
             try:
@@ -269,6 +277,17 @@ class RayConnection:
                 future.set_exception(exc)
 
         ref.future().add_done_callback(settle)
+
+    def _remote(self, method: str, args: tuple[Any, ...]) -> Any:
+        try:
+            return getattr(self._actor, method).remote(*args)
+        except TypeError as exc:  # Ray could not serialize an argument
+            reason = str(exc).splitlines()[0]
+            msg = (
+                f"{self.name}: {method}'s arguments cannot be sent to its host: they must "
+                f"pickle, and a handle, a lock or an open file does not ({reason})"
+            )
+            raise InvalidInput(msg) from None
 
     def _gone(self, exc: BaseException) -> ActorStopped:
         return ActorStopped(

@@ -8,14 +8,9 @@ from pathlib import Path
 import pytest
 
 from actors import InvalidValue, Store, VersionConflict
+from tests.keyspace.conftest import FakeClock
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
+pytestmark = pytest.mark.usefixtures("runtime")  # each test under threads and Ray
 
 
 def test_sixteen_threads_incrementing_one_key_lose_no_update(tmp_path: Path) -> None:
@@ -99,7 +94,7 @@ def test_a_value_type_without_ints_refuses_increments(tmp_path: Path) -> None:
 
 
 def test_increment_keeps_the_ttl_and_restarts_over_an_expired_key(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = FakeClock(1_000.0)
     with Store.open(tmp_path, clock=clock, sweep_interval=3600) as store:
         ks = store.keyspace("k")
         ks.put("x", 5, ttl=10)

@@ -27,17 +27,12 @@ from actors import (
 )
 from actors import _subscription as subscription_module
 from storage.kvstate import KVState
+from tests.keyspace.conftest import FakeClock
 from tests.storage.faults import DurabilityTracker
 
 TIMEOUT = 30
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
+pytestmark = pytest.mark.usefixtures("runtime")  # each test under threads and Ray
 
 
 def expected_changes(ks: Any, from_seq: int) -> list[tuple[int, str, str, Any, int]]:
@@ -55,7 +50,7 @@ def expected_changes(ks: Any, from_seq: int) -> list[tuple[int, str, str, Any, i
 DELETED = ["gone", "short", "k0"]
 
 
-def write_history(ks: Any, clock: Clock) -> None:
+def write_history(ks: Any, clock: FakeClock) -> None:
     for i in range(30):
         ks.put(f"k{i % 7}", i)
     ks.put("gone", 1)
@@ -85,7 +80,7 @@ def take(sub: Subscription[Any], count: int) -> list[Any]:
 def test_from_any_seq_a_subscription_yields_what_the_log_holds_from_there(
     tmp_path: Path,
 ) -> None:
-    clock = Clock()
+    clock = FakeClock(1_000.0)
     with Store.open(tmp_path, clock=clock, sweep_interval=3600) as store:
         ks = store.keyspace("k")
         write_history(ks, clock)
@@ -120,6 +115,7 @@ def test_a_batch_s_changes_share_its_seq_in_the_batch_s_order(tmp_path: Path) ->
         ]
 
 
+@pytest.mark.threads_only("it reads the subscription's internal queue")
 def test_a_slow_subscriber_of_200k_changes_loses_and_repeats_nothing_in_bounded_memory(
     tmp_path: Path,
 ) -> None:
@@ -199,6 +195,7 @@ def test_a_named_subscription_resumes_after_its_last_ack_across_reopens(
             assert [c.value for c in take(sub, 1)] == [21]
 
 
+@pytest.mark.threads_only("it reads the log's floor from the handle's internals")
 def test_retention_keeps_what_a_named_subscription_has_not_acknowledged(
     tmp_path: Path,
 ) -> None:
@@ -225,6 +222,7 @@ def test_retention_keeps_what_a_named_subscription_has_not_acknowledged(
             assert [c.value for c in take(sub, 200)] == list(range(300, 500))
 
 
+@pytest.mark.threads_only("it reads the log's floor from the handle's internals")
 def test_an_open_subscription_holds_retention_back_too(tmp_path: Path) -> None:
     options: dict[str, Any] = {"retention": 0, "segment_bytes": 4096, "recovery_budget": None}
     with Store.open(tmp_path, **options) as store:
@@ -241,7 +239,7 @@ def test_an_open_subscription_holds_retention_back_too(tmp_path: Path) -> None:
 
 
 def test_prefix_deletes_and_expiry(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = FakeClock(1_000.0)
     with Store.open(tmp_path, clock=clock, sweep_interval=3600) as store:
         ks = store.keyspace("k")
         with ks.subscribe(prefix="user/") as sub:
@@ -261,6 +259,7 @@ def test_prefix_deletes_and_expiry(tmp_path: Path) -> None:
         ]
 
 
+@pytest.mark.threads_only("it reads the log's floor from the handle's internals")
 def test_bad_positions_and_acks_are_refused(tmp_path: Path) -> None:
     options: dict[str, Any] = {"retention": 0, "segment_bytes": 4096, "recovery_budget": None}
     with Store.open(tmp_path, **options) as store:
@@ -353,7 +352,7 @@ class Counter(EventSourcedActor[int]):
 
 
 def test_a_custom_actor_s_events_come_with_their_seq_and_time(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = FakeClock(1_000.0)
     with Store.open(tmp_path, clock=clock) as store:
         counter = store.spawn("counter", Counter)
         counter.blocking.add(1)
@@ -364,6 +363,7 @@ def test_a_custom_actor_s_events_come_with_their_seq_and_time(tmp_path: Path) ->
     assert got == [ActorEvent(1, 1_000.0, Added(1)), ActorEvent(2, 1_001.0, Added(2))]
 
 
+@pytest.mark.threads_only("it patches the state's commit in the test's process")
 def test_a_subscription_taken_while_a_group_is_published_still_delivers_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -10,6 +10,8 @@ import pytest
 
 from actors import InvalidInput, InvalidOperation, InvalidValue, Store, VersionConflict
 
+pytestmark = pytest.mark.usefixtures("runtime")  # each test under threads and Ray
+
 
 def test_concurrent_transfers_keep_the_total_and_lose_no_update(tmp_path: Path) -> None:
     with Store.open(tmp_path, fsync="never") as store:
@@ -114,6 +116,9 @@ def test_bad_writes_inside_a_transaction_raise_there_and_write_nothing(tmp_path:
         assert ks.last_seq == 1
 
 
+@pytest.mark.threads_only(
+    "its function calls the key space's own handle, which cannot be sent to a host"
+)
 def test_a_transaction_cannot_call_its_own_key_space_or_be_something_else(
     tmp_path: Path,
 ) -> None:

@@ -10,6 +10,8 @@ import pytest
 from actors import KeySpace, Receipt, Store, VersionConflict
 from tests.keyspace.conftest import START, FakeClock, wait_until
 
+pytestmark = pytest.mark.usefixtures("runtime")  # each test under threads and Ray
+
 
 def visible_everywhere(ks: KeySpace, key: str) -> list[bool]:
     """Whether ``key`` is visible to each kind of read, in one list."""
@@ -118,6 +120,7 @@ def test_a_put_without_ttl_makes_a_key_permanent(ks: KeySpace, clock: FakeClock)
     assert ks.get_entry("k").expires_at is None
 
 
+@pytest.mark.threads_only("it reads the key space's in-process state")
 def test_the_background_sweeper_records_expiry(store_path: Path, clock: FakeClock):
     with Store.open(store_path, clock=clock, sweep_interval=0.05) as store:
         ks = store.keyspace("ks")
@@ -135,6 +138,7 @@ def test_the_background_sweeper_records_expiry(store_path: Path, clock: FakeCloc
         assert ks.put("k", 2).version == 1
 
 
+@pytest.mark.threads_only("it reads the key space's in-process state")
 def test_replay_gives_the_same_versions_whatever_the_clock(store_path: Path, clock: FakeClock):
     with Store.open(store_path, clock=clock, sweep_interval=3600) as store:
         ks = store.keyspace("ks")
@@ -159,6 +163,7 @@ def test_replay_gives_the_same_versions_whatever_the_clock(store_path: Path, clo
             assert {key: ks.get_entry(key) for key in ks} == visible
 
 
+@pytest.mark.threads_only("it reads the key space's in-process state")
 def test_one_sweep_records_at_most_ten_thousand_keys(ks: KeySpace, clock: FakeClock):
     with ks.batch() as b:
         for i in range(10_050):

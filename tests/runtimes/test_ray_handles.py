@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from actors import KeyspaceClosed, Store
+from actors import InvalidInput, KeyspaceClosed, Store
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 
@@ -80,3 +80,15 @@ def test_a_reader_waiting_on_a_subscription_ends_when_its_store_closes(tmp_path:
     assert done == [[]]
     with pytest.raises(KeyspaceClosed, match="closed with its store"):
         ks.put("b", 2)
+
+
+def test_an_argument_that_cannot_reach_the_host_is_bad_input(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "s", runtime="ray") as store:
+        ks = store.keyspace("k")
+        lock = threading.Lock()
+        with pytest.raises(InvalidInput, match="cannot be sent to its host"):
+            ks.transact(lambda view, batch: lock)
+        with pytest.raises(InvalidInput, match="cannot be sent to its host"):
+            ks.put_async("a", lock)  # refused before it is sent, as a write of it would be
+        assert ks.last_seq == 0
+        assert ks.put_async("a", 1).get(timeout=10).seq == 1  # the next one goes on
