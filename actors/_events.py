@@ -30,6 +30,10 @@ _Ext: Final = msgspec.msgpack.Ext
 
 OPERATION_EXT: Final = 0x4F
 """MessagePack extension code of an operation id element (the letter O)."""
+OPERATION_MAGIC: Final = b"\x00akvop"
+"""How an operation id element's data begins: with the code before it, a byte string a
+chunk of records is searched for (at memory speed) before any record is looked at."""
+_MARK: Final = bytes((OPERATION_EXT,)) + OPERATION_MAGIC
 MAX_KEPT_RESULT_BYTES: Final = 4096
 """A result encoded larger than this (or not encodable) is not kept with its operation id."""
 
@@ -53,7 +57,8 @@ def encode_operation(op_id: bytes, result: Any) -> bytes:
         kept = b""
     if len(kept) > MAX_KEPT_RESULT_BYTES:
         kept = b""
-    return _ENCODER.encode(_Ext(OPERATION_EXT, bytes((len(op_id),)) + op_id + kept))
+    data = OPERATION_MAGIC + bytes((len(op_id),)) + op_id + kept
+    return _ENCODER.encode(_Ext(OPERATION_EXT, data))
 
 
 def _take_operations(
@@ -64,12 +69,18 @@ def _take_operations(
         if events and type(events[-1]) is _Ext:
             marker = events[-1]
             data = bytes(marker.data)
-            if marker.code != OPERATION_EXT or not data or len(data) < 1 + data[0]:
+            head = len(OPERATION_MAGIC)
+            if (
+                marker.code != OPERATION_EXT
+                or not data.startswith(OPERATION_MAGIC)
+                or len(data) < head + 1 + data[head]
+            ):
                 msg = f"a record ends with an unknown MessagePack extension {marker.code}"
                 raise msgspec.DecodeError(msg)
             decoded[index] = events[:-1]
             if found is not None and seqs is not None:
-                found[bytes(data[1 : 1 + data[0]])] = Operation(seqs[index], data[1 + data[0] :])
+                end = head + 1 + data[head]
+                found[data[head + 1 : end]] = Operation(seqs[index], data[end:])
 
 
 MAX_RECORD_BYTES: Final = MAX_PAYLOAD_BYTES - 16
@@ -176,8 +187,10 @@ class EventCodec:
         Raises:
             msgspec.DecodeError: One of them does not decode; :meth:`decode` each to find it.
         """
-        decoded = self.decoder_of_many.decode(_array_header(len(payloads)) + b"".join(payloads))
-        _take_operations(decoded, seqs, operations)
+        buffer = _array_header(len(payloads)) + b"".join(payloads)
+        decoded = self.decoder_of_many.decode(buffer)
+        if _MARK in buffer:  # else no record holds an id: no record need be looked at
+            _take_operations(decoded, seqs, operations)
         return decoded
 
     def decode(self, payload: bytes) -> list[Any]:
