@@ -32,6 +32,7 @@ from typing import Any
 
 from actors._core import Command
 from actors._handle import ActorHandle
+from actors._index import IndexQuery
 from actors._keyspace import KeySpace
 from actors._shipping import StoreShipper
 from actors._store import Store
@@ -137,6 +138,7 @@ class Host:
             self.handle = self.store.spawn(name, actor_class, *args, **kwargs)
         self._subscriptions: dict[int, Subscription[Any]] = {}
         self._views: dict[int, KeySpaceView] = {}
+        self._queries: dict[int, IndexQuery] = {}
         self._turns: dict[bytes, int] = {}  # each pipelining caller's next write (ordered)
         self._turns_changed: asyncio.Condition | None = None
         self._serials = itertools.count(1)
@@ -248,16 +250,34 @@ class Host:
         if view is not None:
             view.close()
 
+    async def open_index(self, index: str, wait: bool) -> int:
+        """``keyspace.index(index, wait=wait)`` held here; returns the id to query it by."""
+
+        def run() -> int:
+            query = self._keyspace().index(index, wait=wait)
+            serial = next(self._serials)
+            self._queries[serial] = query
+            return serial
+
+        return await asyncio.to_thread(run)
+
     async def index_call(
-        self, index: str, wait: bool, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, serial: int, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        """``keyspace.index(index, wait=wait).method(*args, **kwargs)``, as a list."""
+        """``query.method(*args, **kwargs)`` of a held index query, as a list."""
 
         def run() -> Any:
-            query = self._keyspace().index(index, wait=wait)
+            query = self._queries.get(serial)
+            if query is None:
+                msg = f"the index query of {self.name!r} is gone: its host restarted; ask again"
+                raise KeyspaceClosed(msg)
             return _materialize(getattr(query, method)(*args, **kwargs))
 
         return await asyncio.to_thread(run)
+
+    async def close_index(self, serial: int) -> None:
+        """Let a held index query go."""
+        self._queries.pop(serial, None)
 
     async def subscribe(self, kwargs: dict[str, Any]) -> tuple[int, int, int]:
         """Open a subscription here; returns ``(id, acked, delivered)``."""

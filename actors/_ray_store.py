@@ -136,10 +136,14 @@ class RayStore(Store):
         keyspace_options = KeySpaceOptions(**{k: v for k, v in options.items() if k in fields})
         known = self._remote_keyspaces.get(name)
         if known is not None:
-            if keyspace_options != known[0].options or (
-                "indexes" in options and options["indexes"] != known[1].get("indexes")
-            ):
+            if keyspace_options != known[0].options:
                 msg = f"key space {name!r} is open with other options: {known[0].options}"
+                raise InvalidOption(msg)
+            if "indexes" in options and options["indexes"] != known[1].get("indexes"):
+                msg = (
+                    f"key space {name!r} is open with other indexes: {known[0].indexes()}; "
+                    "use create_index and drop_index on it"
+                )
                 raise InvalidOption(msg)
             return known[0]
         directory = f"{KEYSPACES_DIR}/{name}"

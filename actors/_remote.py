@@ -295,8 +295,8 @@ class RemoteKeySpace(_Reads, MutableMapping[Any, Any]):
 
     def index(self, name: str, *, wait: bool = True) -> RemoteIndexQuery:
         """Queries of the index ``name``."""
-        self._connection.call("index_call", name, wait, "count", (), {"wait": wait})
-        return RemoteIndexQuery(self._connection, name, wait)
+        serial = self._connection.call("open_index", name, wait)
+        return RemoteIndexQuery(self._connection, name, serial, wait)
 
 
 class RemoteBatch:
@@ -353,7 +353,7 @@ class RemoteView(_Reads):
         self._connection = connection
         self._serial = serial
         self._closed = False
-        self._release = weakref.finalize(self, _close_view, connection, serial)
+        self._release = weakref.finalize(self, _release, connection, "close_view", serial)
 
     def _read(self, method: str, *args: Any, **kwargs: Any) -> Any:
         return self._connection.call("view_call", self._serial, method, args, kwargs)
@@ -384,22 +384,28 @@ class RemoteView(_Reads):
         self.close()
 
 
-def _close_view(connection: Connection, serial: int) -> None:
-    with contextlib.suppress(ActorKVError):  # the store is closed: its host took the view
-        connection.submit("close_view", serial)  # nobody waits: a view dropped in passing
+def _release(connection: Connection, method: str, serial: int) -> None:
+    """Let the host drop what it holds for a handle's view or query (nobody waits)."""
+    with contextlib.suppress(ActorKVError):  # the store is closed: its host took it along
+        connection.submit(method, serial)
 
 
 class RemoteIndexQuery:
-    """Queries of a hosted key space's index (what ``RemoteKeySpace.index`` returns)."""
+    """Queries of a hosted key space's index (what ``RemoteKeySpace.index`` returns).
 
-    def __init__(self, connection: Connection, name: str, wait: bool) -> None:
+    The host holds the query, so one made before its index was dropped says so.
+    """
+
+    def __init__(self, connection: Connection, name: str, serial: int, wait: bool) -> None:
         self.name = name
         self._connection = connection
+        self._serial = serial
         self._wait = wait
+        weakref.finalize(self, _release, connection, "close_index", serial)
 
     def _query(self, method: str, args: tuple[Any, ...], wait: bool | None) -> Any:
         kwargs = {"wait": self._wait if wait is None else wait}
-        return self._connection.call("index_call", self.name, kwargs["wait"], method, args, kwargs)
+        return self._connection.call("index_call", self._serial, method, args, kwargs)
 
     def get(self, value: Any, *, wait: bool | None = None) -> Iterator[tuple[Any, Any, Any]]:
         """``(index value, key, value)`` of the keys whose index value is ``value``."""
@@ -417,9 +423,7 @@ class RemoteIndexQuery:
         """``(index value, key, value)`` for ``lo <= index value < hi``."""
         waits = self._wait if wait is None else wait
         kwargs = {"reverse": reverse, "limit": limit, "wait": waits}
-        return iter(
-            self._connection.call("index_call", self.name, waits, "range", (lo, hi), kwargs)
-        )
+        return iter(self._connection.call("index_call", self._serial, "range", (lo, hi), kwargs))
 
     def count(self, lo: Any = None, hi: Any = None, *, wait: bool | None = None) -> int:
         """How many entries have ``lo <= index value < hi``."""

@@ -30,6 +30,8 @@ PEOPLE = {
     "dee": {"name": "no age"},
 }
 
+pytestmark = pytest.mark.usefixtures("runtime")  # each test under threads and Ray
+
 
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
@@ -189,6 +191,7 @@ def test_expired_keys_leave_the_index_and_free_unique_values(tmp_path: Path) -> 
         assert [k for _, k, _ in ks.index("u").range()] == ["c", "b"]
 
 
+@pytest.mark.threads_only("its key function waits on events of the test's process")
 def test_create_index_on_a_populated_keyspace_builds_while_writes_go_on(store: Store) -> None:
     ks = store.keyspace("big")
     with ks.batch() as batch:

@@ -11,6 +11,8 @@ import pytest
 from actors import InvalidInput, InvalidValue, Store, VersionConflict, ops
 from tests.keyspace.conftest import FakeClock
 
+pytestmark = pytest.mark.usefixtures("runtime")  # each test under threads and Ray
+
 
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
@@ -70,11 +72,14 @@ def test_only_reads_write_nothing_and_a_missing_key_starts_empty(store: Store) -
     assert ks.last_seq == seq
 
 
-def test_non_map_values_types_and_sizes_are_refused(tmp_path: Path) -> None:
-    class User(msgspec.Struct):
-        name: str
-        visits: int = 0
+class User(msgspec.Struct):
+    """At module level: a value type must be importable where the key space runs."""
 
+    name: str
+    visits: int = 0
+
+
+def test_non_map_values_types_and_sizes_are_refused(tmp_path: Path) -> None:
     with Store.open(tmp_path / "s") as store:
         ks = store.keyspace("plain")
         ks.put("n", 5)

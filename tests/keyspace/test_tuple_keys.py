@@ -32,6 +32,8 @@ KEYS = [
 ]
 ORDERED = sorted(KEYS, key=functools.cmp_to_key(compare_tuples))
 
+pytestmark = pytest.mark.usefixtures("runtime")  # each test under threads and Ray
+
 
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
@@ -136,6 +138,7 @@ def test_batches_transactions_views_and_subscriptions_speak_tuples(store: Store)
     assert list(ks) == []
 
 
+@pytest.mark.threads_only("fork_keyspace does not run under the Ray runtime yet")
 def test_tuple_keys_survive_reopen_snapshot_and_fork(tmp_path: Path) -> None:
     path = tmp_path / "s"
     with Store.open(path) as store:
