@@ -22,6 +22,7 @@ own log directory (as every log does), so two hosts can never open the same log.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import shutil
@@ -345,6 +346,19 @@ class Host:
                 return batch.receipt
             finally:
                 _current_op.value = None
+
+        return await asyncio.to_thread(run)
+
+    async def fork(self, target: str, seq: int | None, when: float | None) -> dict[str, Any]:
+        """Write the fork ``target`` of the hosted key space (``Store.fork_keyspace``).
+
+        Only its folder: the driver opens it in a host of its own. Returns its options.
+        """
+        keyspace = self._keyspace()
+
+        def run() -> dict[str, Any]:
+            options = self.store._write_fork(keyspace.name, target, seq, when)
+            return dataclasses.asdict(options)
 
         return await asyncio.to_thread(run)
 

@@ -6,8 +6,9 @@ with the methods of the threads runtime's (``actors/_remote.py``). ``close()`` c
 host (each syncs its log) and stops it. ``Store.connect`` attaches another driver to the
 hosts of a running store: it starts nothing and stops nothing.
 
-Not under this runtime (each raises ``InvalidOperation`` saying so): projections (their
-feeders read their sources in-process), ``fork_keyspace``, and archives.
+A projection's feeders run here, in the driver that opened the store: each batch of a
+source's changes comes from its host and goes to the projection's host (two round trips),
+and a projection is fed only while that driver has the store open.
 """
 
 from __future__ import annotations
@@ -190,15 +191,20 @@ class RayStore(Store):
             return self._running(KEYSPACES_DIR)
         return super().keyspaces()
 
-    def projection(self, *_: Any, **__: Any) -> Any:
-        """Not under the Ray runtime (a projection's feeders read its sources in-process)."""
-        msg = "projections do not run under runtime='ray' yet; use the threads runtime"
-        raise InvalidOperation(msg)
-
-    def fork_keyspace(self, *_: Any, **__: Any) -> Any:
-        """Not under the Ray runtime."""
-        msg = "fork_keyspace does not run under runtime='ray'; use the threads runtime"
-        raise InvalidOperation(msg)
+    def fork_keyspace(  # type: ignore[override]
+        self, source: str, target: str, *, seq: int | None = None, time: float | None = None
+    ) -> RemoteKeySpace:
+        """As ``Store.fork_keyspace``: the source's host writes the fork; its own host opens it."""
+        self._check_writes(f"fork_keyspace({source!r}, {target!r})")
+        check_name(target, "key space")
+        self._check_open()
+        if target in self._remote_keyspaces:
+            msg = f"key space {target!r} exists; drop it first or fork to another name"
+            raise InvalidOperation(msg)
+        known = self._remote_keyspaces.get(source)
+        origin = known[0] if known is not None else self.keyspace(source)
+        options = origin._connection.call("fork", target, seq, time)
+        return self.keyspace(target, **options)
 
     def drop_keyspace(self, name: str) -> bool:
         """Stop the key space's host and delete its log; returns whether it existed."""
@@ -252,6 +258,8 @@ class RayStore(Store):
         if self._closed:
             return
         self._closed = True
+        if not self._attached:
+            self._stop_feeders_and_sweeper(timeout)  # they use the handles refused below
         # Handles first: a caller waiting on a host (a subscription's reader) then ends
         # instead of sending its call again to a host that is not coming back.
         for keyspace, _ in self._remote_keyspaces.values():

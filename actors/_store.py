@@ -516,6 +516,19 @@ class Store:
             OpenFailed: The fork could not be written (nothing is left under its name).
         """
         self._check_writes(f"fork_keyspace({source!r}, {target!r})")
+        options = self._write_fork(source, target, seq, time)
+        return self.keyspace(
+            target,
+            key_type=options.key_type,
+            value_type=options.value_type,
+            max_key_bytes=options.max_key_bytes,
+            max_value_bytes=options.max_value_bytes,
+        )
+
+    def _write_fork(
+        self, source: str, target: str, seq: int | None, time: float | None
+    ) -> KeySpaceOptions:
+        """Write the fork's folder (``fork_keyspace`` without opening it); its options."""
         check_name(target, "key space")
         running = self._keyspaces.get(source)
         origin = running if running is not None else self.keyspace(source)
@@ -539,14 +552,7 @@ class Store:
                     time=when,
                     keyed=self.options.chain_key is not None,
                 )
-        options = origin.options
-        return self.keyspace(
-            target,
-            key_type=options.key_type,
-            value_type=options.value_type,
-            max_key_bytes=options.max_key_bytes,
-            max_value_bytes=options.max_value_bytes,
-        )
+        return origin.options
 
     def drop_keyspace(self, name: str) -> bool:
         """Stop the key space ``name`` if open and delete its log; returns whether it existed.

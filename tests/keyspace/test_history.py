@@ -703,7 +703,6 @@ def check_now(rec: Recorder) -> None:
     assert rec.ks.last_seq == rec.seq
 
 
-@pytest.mark.threads_only("fork_keyspace does not run under the Ray runtime yet")
 @pytest.mark.parametrize("recent", RECENT, ids=RECENT_IDS)
 def test_a_fork_at_a_past_point_holds_the_source_state_then_values_and_versions(
     opener, clock, recent
@@ -732,7 +731,6 @@ def test_a_fork_at_a_past_point_holds_the_source_state_then_values_and_versions(
             assert model.ks.history(key) == []
 
 
-@pytest.mark.threads_only("fork_keyspace does not run under the Ray runtime yet")
 def test_a_fork_at_a_time_is_the_source_at_that_time(opener, clock) -> None:
     opened = opener()
     rec = Recorder(opened.keyspace("src"), clock)
@@ -744,7 +742,6 @@ def test_a_fork_at_a_time_is_the_source_at_that_time(opener, clock) -> None:
     check_now(fork_model(rec, fork, seq))
 
 
-@pytest.mark.threads_only("fork_keyspace does not run under the Ray runtime yet")
 def test_writes_to_a_fork_and_to_its_source_are_independent(opener, clock) -> None:
     opened = opener()
     rec = Recorder(opened.keyspace("src"), clock)
@@ -773,7 +770,6 @@ def test_writes_to_a_fork_and_to_its_source_are_independent(opener, clock) -> No
     rec.check_every_point()
 
 
-@pytest.mark.threads_only("fork_keyspace does not run under the Ray runtime yet")
 def test_a_fork_of_now_written_like_its_source_stays_identical_to_it(opener, clock) -> None:
     opened = opener()
     rec = Recorder(opened.keyspace("src"), clock)
@@ -795,7 +791,6 @@ def test_a_fork_of_now_written_like_its_source_stays_identical_to_it(opener, clo
     check_now(fork)
 
 
-@pytest.mark.threads_only("fork_keyspace does not run under the Ray runtime yet")
 def test_a_fork_below_the_history_floor_is_unavailable_and_leaves_nothing(
     opener, clock, store_path
 ) -> None:
@@ -814,7 +809,6 @@ def test_a_fork_below_the_history_floor_is_unavailable_and_leaves_nothing(
     check_now(fork_model(rec, opened.store.fork_keyspace("src", "floor", seq=floor), floor))
 
 
-@pytest.mark.threads_only("fork_keyspace does not run under the Ray runtime yet")
 def test_a_fork_onto_an_existing_key_space_is_refused_and_changes_nothing(opener, clock) -> None:
     opened = opener()
     rec = Recorder(opened.keyspace("src"), clock)
@@ -831,7 +825,6 @@ def test_a_fork_onto_an_existing_key_space_is_refused_and_changes_nothing(opener
     assert opened.store.keyspaces() == ["other", "src"]
 
 
-@pytest.mark.threads_only("fork_keyspace does not run under the Ray runtime yet")
 def test_a_fork_of_a_key_space_that_is_not_open_reads_it_from_disk(opener, clock) -> None:
     opened = opener()
     rec = Recorder(opened.keyspace("src"), clock)

@@ -138,7 +138,6 @@ def test_batches_transactions_views_and_subscriptions_speak_tuples(store: Store)
     assert list(ks) == []
 
 
-@pytest.mark.threads_only("fork_keyspace does not run under the Ray runtime yet")
 def test_tuple_keys_survive_reopen_snapshot_and_fork(tmp_path: Path) -> None:
     path = tmp_path / "s"
     with Store.open(path) as store:
