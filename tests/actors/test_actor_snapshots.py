@@ -12,7 +12,10 @@ import pytest
 from actors import EventSourcedActor, InvalidOperation, Store
 from tests.actors.conftest import TIMEOUT, Incremented, ProbeCounter
 
+pytestmark = pytest.mark.usefixtures("runtime")
 
+
+@pytest.mark.threads_only("200,000 commands, each a round trip under Ray (minutes)")
 def test_a_counter_with_200k_events_reopens_replaying_only_what_followed_its_snapshot(
     tmp_path: Path,
 ):
@@ -104,6 +107,7 @@ class HelpedCounter(OpaqueCounter):
         return Opaque(data["total"])
 
 
+@pytest.mark.threads_only("captures the log messages of the actor's process")
 def test_a_state_that_cannot_be_encoded_gets_a_clear_error_and_writes_go_on(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ):

@@ -34,6 +34,8 @@ from actors import KeySpace, Store
 from storage.kvstate import KVState
 from tests.keyspace.conftest import TIMEOUT
 
+pytestmark = pytest.mark.usefixtures("runtime")
+
 BATCH_KEYS = 20
 """Keys written by each batch."""
 

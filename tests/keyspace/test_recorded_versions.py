@@ -4,19 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from actors import Store
 from actors._events import event_codec_for
 from actors._keyspace_actor import KeySpaceActor
 from storage import LogReader
 from storage.codec import Batch, Put
+from tests.keyspace.conftest import FakeClock
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
+pytestmark = pytest.mark.usefixtures("runtime")
 
 
 def recorded_puts(path: Path) -> list[tuple[int, str, int]]:
@@ -31,8 +28,7 @@ def recorded_puts(path: Path) -> list[tuple[int, str, int]]:
     return found
 
 
-def test_puts_record_the_versions_callers_were_given(tmp_path: Path) -> None:
-    clock = Clock()
+def test_puts_record_the_versions_callers_were_given(tmp_path: Path, clock: FakeClock) -> None:
     given: list[tuple[int, str, int]] = []
     with Store.open(tmp_path, clock=clock, sweep_interval=3600) as store:
         ks = store.keyspace("k")

@@ -14,6 +14,8 @@ from actors import CompactionReport, InvalidOption, SnapshotInfo, Store
 from storage.manifest import read_manifest
 from tests.keyspace.conftest import keyspace_dir
 
+pytestmark = pytest.mark.usefixtures("runtime")
+
 
 def fill(store: Store, name: str = "ks", rounds: int = 10, keys: int = 50) -> dict[str, int]:
     """Overwrite ``keys`` keys ``rounds`` times; returns each key's version."""
