@@ -29,7 +29,7 @@ import shutil
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from actors._core import Command
 from actors._handle import ActorHandle
@@ -86,6 +86,8 @@ TURN_WAIT = 5.0
 """Seconds a caller's pipelined write waits for its predecessor before it goes anyway."""
 
 _current_op = threading.local()
+
+T = TypeVar("T")
 
 
 class HostStore(Store):
@@ -234,13 +236,7 @@ class Host:
         """``view.method(*args, **kwargs)`` of an open view, read whole."""
 
         def run() -> Any:
-            view = self._views.get(serial)
-            if view is None:
-                msg = (
-                    f"the view of {self.name!r} is gone: its host restarted (or it was "
-                    "closed); take it again with at()"
-                )
-                raise KeyspaceClosed(msg)
+            view = self._held(self._views, serial, "view", "take it again with at()")
             return _materialize(getattr(view, method)(*args, **kwargs))
 
         return await asyncio.to_thread(run)
@@ -268,10 +264,7 @@ class Host:
         """``query.method(*args, **kwargs)`` of a held index query, as a list."""
 
         def run() -> Any:
-            query = self._queries.get(serial)
-            if query is None:
-                msg = f"the index query of {self.name!r} is gone: its host restarted; ask again"
-                raise KeyspaceClosed(msg)
+            query = self._held(self._queries, serial, "index query", "ask for it again")
             return _materialize(getattr(query, method)(*args, **kwargs))
 
         return await asyncio.to_thread(run)
@@ -389,14 +382,19 @@ class Host:
         return self.keyspace
 
     def _subscription(self, serial: int) -> Subscription[Any]:
-        subscription = self._subscriptions.get(serial)
-        if subscription is None:
+        again = "subscribe again (a named subscription resumes after its last ack)"
+        return self._held(self._subscriptions, serial, "subscription", again)
+
+    def _held(self, table: dict[int, T], serial: int, what: str, again: str) -> T:
+        """What a caller holds here by ``serial``; gone once this host restarted."""
+        held = table.get(serial)
+        if held is None:
             msg = (
-                f"the subscription is gone: the host of {self.name!r} restarted (or it was "
-                "closed); subscribe again (a named subscription resumes after its last ack)"
+                f"the {what} of {self.name!r} is gone: its host restarted (or it was "
+                f"closed); {again}"
             )
             raise KeyspaceClosed(msg)
-        return subscription
+        return held
 
     @staticmethod
     def _blocking(
