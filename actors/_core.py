@@ -35,6 +35,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final, NamedTuple, Protocol
 
 import msgspec
@@ -83,6 +84,13 @@ class Home(Protocol):
 
     def is_home(self) -> bool:
         """Whether the calling thread is the home thread."""
+
+
+class HasDirectory(Protocol):
+    """A log, as far as naming it in an error goes (a writer's or a reader's)."""
+
+    @property
+    def directory(self) -> Path: ...
 
 
 class Command:
@@ -266,7 +274,7 @@ def replay(
 
 
 def decode_chunk(
-    log: SegmentedLog,
+    log: HasDirectory,
     codec: EventCodec,
     seqs: list[int],
     payloads: list[bytes],

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import msgspec
 
@@ -30,6 +30,9 @@ from storage.kvstate import Entry, KVState
 
 if TYPE_CHECKING:
     from actors._core import ActorCore
+    from actors._events import EventCodec
+    from storage._framing import TimedRecord
+    from storage.manifest import ListedSnapshot
 
 __all__ = [
     "Version",
@@ -37,10 +40,51 @@ __all__ = [
     "entries_as_of",
     "history_floor",
     "key_history",
+    "logged_history",
     "state_as_of",
 ]
 
 Op = Literal["put", "delete", "expire"]
+
+
+class HistoryLog(Protocol):
+    """What reading the past needs of a log: a writer's ``SegmentedLog`` or a ``LogReader``."""
+
+    @property
+    def directory(self) -> Path: ...
+
+    @property
+    def first_seq(self) -> int: ...
+
+    def read_timed_chunks(self, from_seq: int = 1) -> Iterator[list[TimedRecord]]: ...
+
+    def time_of(self, seq: int) -> float: ...
+
+
+class ListedSnapshots(Protocol):
+    """The snapshots a state may be rebuilt from, and where their files are."""
+
+    @property
+    def directory(self) -> Path: ...
+
+    @property
+    def listed(self) -> tuple[ListedSnapshot, ...]: ...
+
+
+class HistorySource(Protocol):
+    """A log with its snapshots and codec: a running actor's core, or a read-only one."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def log(self) -> HistoryLog: ...
+
+    @property
+    def codec(self) -> EventCodec: ...
+
+    @property
+    def snapshots(self) -> ListedSnapshots | None: ...
 
 
 class Version(msgspec.Struct, frozen=True):
@@ -63,7 +107,7 @@ class Version(msgspec.Struct, frozen=True):
     expires_at: float | None = None
 
 
-def bases(core: ActorCore) -> list[tuple[int, Path | None]]:
+def bases(core: HistorySource) -> list[tuple[int, Path | None]]:
     """Points a state can be rebuilt from, oldest first: ``(seq, snapshot path or None)``."""
     first = core.log.first_seq
     found: list[tuple[int, Path | None]] = [(0, None)] if first <= 1 else []
@@ -77,13 +121,13 @@ def bases(core: ActorCore) -> list[tuple[int, Path | None]]:
     return sorted(found, key=lambda base: base[0])
 
 
-def history_floor(core: ActorCore) -> int:
+def history_floor(core: HistorySource) -> int:
     """The first seq whose state can be read (see the module notes)."""
     found = bases(core)
     return found[0][0] + 1 if found else core.log.first_seq
 
 
-def state_as_of(core: ActorCore, name: str, seq: int, like: KVState) -> KVState:
+def state_as_of(core: HistorySource, name: str, seq: int, like: KVState) -> KVState:
     """A fresh state as of record ``seq``: a snapshot at or below it, then a replay.
 
     Raises:
@@ -123,7 +167,7 @@ def entries_as_of(core: ActorCore, name: str, state: KVState, seq: int) -> list[
     return list(source.scan_at(pin, None, None, -math.inf))
 
 
-def _replay_into(core: ActorCore, state: KVState, base_seq: int, seq: int) -> KVState:
+def _replay_into(core: HistorySource, state: KVState, base_seq: int, seq: int) -> KVState:
     codec = core.codec
     for chunk in _records(core, base_seq + 1, seq):
         seqs = [record[0] for record in chunk]
@@ -133,7 +177,9 @@ def _replay_into(core: ActorCore, state: KVState, base_seq: int, seq: int) -> KV
     return state
 
 
-def _records(core: ActorCore, first: int, last: int) -> Iterator[list[tuple[int, float, bytes]]]:
+def _records(
+    core: HistorySource, first: int, last: int
+) -> Iterator[list[tuple[int, float, bytes]]]:
     """Records ``first..last`` with their commit times, in chunks.
 
     Raises:
@@ -163,7 +209,7 @@ def key_history(
         recent = state.versions.changes_of(key)
     older: list[Version] = []
     if horizon >= floor:  # the changes from the floor to the horizon are the log's
-        older = _logged_history(core, state, key, decode, floor, horizon)
+        older = logged_history(core, state, key, decode, floor, horizon)
     versions = [version for version in older if version.seq >= floor]
     versions += [_version(core, state, change, decode) for change in recent if change.seq >= floor]
     if limit is None:
@@ -171,8 +217,8 @@ def key_history(
     return versions[max(0, len(versions) - limit) :] if limit else []
 
 
-def _logged_history(
-    core: ActorCore, state: KVState, key: Any, decode: Any, floor: int, last: int
+def logged_history(
+    core: HistorySource, state: KVState, key: Any, decode: Any, floor: int, last: int
 ) -> list[Version]:
     """``key``'s changes in records ``floor..last``, read from the base and the log."""
     base = state_as_of(core, core.name, floor - 1, state)

@@ -1,117 +1,303 @@
-"""The ``actorkv`` command line.
+"""The ``actorkv`` command line: inspect, read, verify, repair and follow a store.
 
-``actorkv bench [--quick] ...`` runs the benchmarking suite (``bench.driver.cli``; see
-``actorkv bench --help``). ``actorkv demo [DIR]`` writes key-value events to a log, reopens
-it, reads them back and prints what it did: a one-minute tour of the storage engine.
+Read-only commands (``inspect``, ``dump``, ``get``, ``scan``, ``history``, ``tail``,
+``verify``, ``anchor``) never open the store: they read its files as they are
+(``actors/_inspect.py``), so they work while another process has it open for writing, up to
+the last complete record. ``repair``, ``snapshot`` and ``compact`` open it and need it
+closed elsewhere. Every command takes ``--json`` for a machine-readable answer; ``dump`` and
+``tail`` always print JSON lines. Exit status: 0 success, 1 failure (for ``verify``: a
+corrupt log), 2 bad usage (for ``verify``: only a torn tail), 3 (``verify``) a log that does
+not extend its anchor. See ``docs/cli.md``.
+
+Other commands come from installed packages (the ``actorkv.commands`` entry points): the
+benchmarking suite adds ``actorkv bench``.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any, NoReturn
 
-from storage import SegmentedLog
-from storage.codec import (
-    Batch,
-    Delete,
-    Expired,
-    Put,
-    decode_event,
-    decode_value,
-    encode_event,
-    encode_value,
+import click
+import msgspec
+
+from actors import _cli_admin
+from actors import _cli_output as out
+from actors._demo import demo
+from actors._inspect import ReadOnlyLog, find_logs, log_info, parse_point
+from storage.codec import Batch, Delete, Expired, Put
+from storage.errors import ActorKVError
+from storage.kvstate import Entry
+
+__all__ = ["demo", "main"]
+
+TAIL_POLL = 0.25  # seconds between looks at the log under tail -f
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+at_option = click.option(
+    "--at", "point", metavar="SEQ|TIME", help="As of a seq, epoch seconds or ISO 8601 time."
 )
-from storage.kvstate import Entry, KVState
+store_argument = click.argument(
+    "store", type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
 
 
-def demo(directory: Path, count: int) -> int:
-    """Write ``count`` puts, a batch and an expiry durably, reopen, replay and check them."""
-    print(f"actorkv demo: log in {directory}")
-    now = time.time()
-    events = [
-        Put(f"user:{i:05d}", encode_value({"n": i, "name": f"user {i}"})) for i in range(count)
-    ]
-    events.append(Put("session:1", encode_value(b"token"), expires_at=now + 30))
-    batch = Batch((Delete("user:00000"), Put("user:00001", encode_value({"n": -1}))), now)
-    expiry = Expired(("session:1",), now + 30)  # what a key space's sweep records
-    started = time.perf_counter()
-    with SegmentedLog.open(directory, fsync="always") as log:
-        log.append_batch([encode_event(event) for event in events])
-        log.append(encode_event(batch))
-        last = log.append(encode_event(expiry))
-    elapsed = time.perf_counter() - started
-    print(
-        f"  wrote {count + 1} puts, 1 atomic batch and 1 expiry as seq 1..{last} "
-        f"in {elapsed * 1000:.1f} ms"
-    )
-    started = time.perf_counter()
-    with SegmentedLog.open(directory) as log:
-        replayed = [(seq, decode_event(payload)) for seq, payload in log.read()]
-        recovered = log.recovery
-    elapsed = time.perf_counter() - started
-    print(f"  reopened and replayed {len(replayed)} records in {elapsed * 1000:.1f} ms")
-    print(f"  torn tail cut on open: {recovered or 'none'}")
-    folded = KVState()  # the key spaces' own fold: puts, deletes, batches and expiries
-    for seq, event in replayed:
-        folded.apply(event, seq)
-    folded.commit()
-    state = {key: _value(entry) for key, entry in folded.scan()}
-    expected = count - 1
-    ok = len(replayed) == last and len(state) == expected and state["user:00001"] == {"n": -1}
-    print(
-        f"  state after replay: {len(state)} keys (expected {expected}); first: "
-        f"{min(state)!r} -> {state[min(state)]!r}"
-    )
-    print(
-        "  OK: every event read back" if ok else "  MISMATCH: replay differs from what was written"
-    )
-    return 0 if ok else 1
+class _Commands(click.Group):
+    """The built-in commands, and those installed packages register (``actorkv.commands``)."""
+
+    def _installed(self) -> dict[str, Any]:
+        return {point.name: point for point in entry_points(group="actorkv.commands")}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self._installed()})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            return command
+        point = self._installed().get(cmd_name)
+        if point is None:
+            return None
+        loaded: click.Command = point.load()
+        return loaded
 
 
-def _value(entry: Entry) -> object:
-    return entry.value if entry.decoded else decode_value(entry.value)
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Inspect, verify, repair and follow actorkv stores."""
 
 
-def bench(argv: list[str]) -> int:
-    """Run the benchmarking suite with ``argv`` (its own options; see ``--help``)."""
+def _fail(error: ActorKVError | str, status: int = 1) -> NoReturn:
+    out.error(str(error))
+    sys.exit(status)
+
+
+def _log(store: Path, name: str) -> ReadOnlyLog:
+    """The key space (or, failing that, actor) ``name``; ``actors/NAME`` picks the actor."""
+    if name.startswith(("keyspaces/", "actors/")):
+        folder, _, name = name.partition("/")
+        return ReadOnlyLog(store, "keyspace" if folder == "keyspaces" else "actor", name)
+    if (store / "keyspaces" / name).is_dir() or not (store / "actors" / name).is_dir():
+        return ReadOnlyLog(store, "keyspace", name)
+    return ReadOnlyLog(store, "actor", name)
+
+
+def _seq_of(log: ReadOnlyLog, point: str | None) -> int | None:
+    if point is None:
+        return None
+    seq, when = parse_point(point)
+    return seq if when is None else log.log.seq_at(when)
+
+
+def _parse_key(log: ReadOnlyLog, text: str) -> Any:
+    """A key as typed: text; ``0x``-hex or text for bytes keys; a JSON array for tuples."""
+    if log.key_type == "tuple":
+        try:
+            parsed = msgspec.json.decode(text)
+        except msgspec.DecodeError:
+            parsed = None
+        if not isinstance(parsed, list):
+            _fail(f"{log.name} has tuple keys: give the key as a JSON array, like '[\"a\", 1]'", 2)
+        return tuple(parsed)
+    if log.key_type == "bytes":
+        if text.startswith("0x"):
+            try:
+                return bytes.fromhex(text[2:])
+            except ValueError:
+                _fail(f"{text!r} is not 0x followed by hex digits", 2)
+        return text.encode()
+    return text
+
+
+# -- what is in a store -----------------------------------------------------------------------
+
+
+@main.command()
+@store_argument
+@click.option("--archive", metavar="URL", help="Also say how far each log is shipped there.")
+@json_option
+def inspect(store: Path, archive: str | None, as_json: bool) -> None:
+    """Key spaces and actors of STORE: records, seqs, bytes, snapshots, heads, subscribers."""
     try:
-        driver = importlib.import_module("bench.driver.cli")  # not imported by the library
-    except ImportError as exc:
-        print(f"actorkv bench: the benchmarking suite is not importable ({exc})", file=sys.stderr)
-        return 2
-    status: int = driver.main(argv)
-    return status
+        logs = [ReadOnlyLog(store, kind, name) for kind, name, _ in find_logs(store)]
+        shipped = out.archived_seqs(archive, store, logs) if archive else {}
+        infos = [log_info(log, shipped.get(str(log.path))) for log in logs]
+    except ActorKVError as exc:
+        _fail(exc)
+    out.show_inspect(store, infos, as_json)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``actorkv`` console script."""
-    parser = argparse.ArgumentParser(prog="actorkv", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser(
-        "bench",
-        add_help=False,  # --help goes to the suite's own parser
-        help="run the benchmarking suite (actorkv bench --help for its options)",
-    )
-    demo_parser = commands.add_parser("demo", help="write, reopen and read back a log")
-    demo_parser.add_argument(
-        "directory", nargs="?", type=Path, help="log directory (default: a temporary one)"
-    )
-    demo_parser.add_argument("--count", type=int, default=1000, help="puts to write (default 1000)")
-    args, rest = parser.parse_known_args(argv)
-    if args.command == "bench":
-        return bench(rest)
-    if rest:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    if args.directory is not None:
-        return demo(args.directory, args.count)
+@main.command()
+@store_argument
+@click.argument("name")
+@click.option("--from", "first", metavar="SEQ|TIME", help="From this record on (default 1).")
+@click.option("--to", "last", metavar="SEQ|TIME", help="Up to this record (default: the end).")
+@json_option
+def dump(store: Path, name: str, first: str | None, last: str | None, as_json: bool) -> None:
+    """The events of NAME's log as JSON lines: {"seq", "time", "events"}."""
+    del as_json  # always JSON lines
+    try:
+        log = _log(store, name)
+        start = _seq_of(log, first)
+        if first is not None and parse_point(first)[1] is not None:
+            start = (start or 0) + 1  # the first record after that time
+        end = _seq_of(log, last)
+        begin = start if start is not None else max(1, log.log.first_seq)
+        total = (end if end is not None else log.log.last_seq) - begin + 1
+        with out.progress("dump", total) as advance:
+            for seq, when, events in log.events(begin, end):
+                out.line({"seq": seq, "time": when, "events": _events(log, events)})
+                advance(1)
+    except ActorKVError as exc:
+        _fail(exc)
+
+
+@main.command()
+@store_argument
+@click.argument("name")
+@click.argument("key")
+@at_option
+@json_option
+def get(store: Path, name: str, key: str, point: str | None, as_json: bool) -> None:
+    """The value of KEY in key space NAME (exit 1 if it has none)."""
+    try:
+        log = _log(store, name)
+        wanted = _parse_key(log, key)
+        seq = _seq_of(log, point)
+        with out.spinner(f"rebuilding {name} from its snapshot and log"):
+            state = log.state(seq)
+        now = time.time() if seq is None else log.log.time_of(seq) if seq else 0.0
+        entry = state.entries.get(log.stored_key(wanted))
+        if entry is None or (entry.expires_at is not None and entry.expires_at <= now):
+            _fail(f"{name} has no key {wanted!r}" + (f" at seq {state.seq}" if point else ""))
+        value = entry.value if entry.decoded else msgspec.msgpack.decode(entry.value)
+    except ActorKVError as exc:
+        _fail(exc)
+    out.show_entry(wanted, value, entry, as_json)
+
+
+@main.command()
+@store_argument
+@click.argument("name")
+@click.option("--prefix", help="Only keys that start with this (text keys).")
+@click.option("--limit", type=click.IntRange(min=0), help="At most this many keys.")
+@at_option
+@json_option
+def scan(
+    store: Path, name: str, prefix: str | None, limit: int | None, point: str | None, as_json: bool
+) -> None:
+    """Keys and values of key space NAME, in key order."""
+    try:
+        log = _log(store, name)
+        seq = _seq_of(log, point)
+        with out.spinner(f"rebuilding {name} from its snapshot and log"):
+            state = log.state(seq)
+        now = time.time() if seq is None else log.log.time_of(seq) if seq else 0.0
+        rows: list[tuple[Any, Any, Entry]] = []
+        for key, value, entry in log.entries(state, now):
+            if prefix is not None and not (isinstance(key, str) and key.startswith(prefix)):
+                continue
+            if limit is not None and len(rows) >= limit:
+                break
+            rows.append((key, value, entry))
+    except ActorKVError as exc:
+        _fail(exc)
+    out.show_rows(name, state.seq, rows, as_json)
+
+
+@main.command()
+@store_argument
+@click.argument("name")
+@click.argument("key")
+@at_option
+@json_option
+def history(store: Path, name: str, key: str, point: str | None, as_json: bool) -> None:
+    """Every retained change of KEY in key space NAME, oldest first."""
+    try:
+        log = _log(store, name)
+        wanted = _parse_key(log, key)
+        seq = _seq_of(log, point)
+        with out.spinner(f"reading {name}'s history"):
+            versions = log.history(wanted)
+        if seq is not None:
+            versions = [version for version in versions if version.seq <= seq]
+    except ActorKVError as exc:
+        _fail(exc)
+    out.show_history(wanted, versions, as_json)
+
+
+@main.command()
+@store_argument
+@click.argument("name")
+@click.option("--from", "first", type=click.IntRange(min=1), help="From this seq (default: next).")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing records as they are written.")
+@json_option
+def tail(store: Path, name: str, first: int | None, follow: bool, as_json: bool) -> None:
+    """NAME's records as JSON lines, from --from (or the end) on; -f keeps following.
+
+    Follows by reading the log's files (every 0.25 s): it needs no access to the writer,
+    and sees what the writer has written, not only what it has made durable.
+    """
+    del as_json  # always JSON lines
+    try:
+        log = _log(store, name)
+        next_seq = first if first is not None else log.log.last_seq + 1
+        while True:
+            for seq, when, events in log.events(next_seq):
+                out.line({"seq": seq, "time": when, "events": _events(log, events)})
+                next_seq = seq + 1
+            if not follow:
+                return
+            sys.stdout.flush()
+            time.sleep(TAIL_POLL)
+            log = _log(store, f"{'keyspaces' if log.kind == 'keyspace' else 'actors'}/{name}")
+    except ActorKVError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        return
+
+
+def _events(log: ReadOnlyLog, events: list[Any]) -> list[Any]:
+    if log.kind != "keyspace":
+        return [msgspec.to_builtins(event) for event in events]
+    return [_kv_event(log, event) for event in events]
+
+
+def _kv_event(log: ReadOnlyLog, event: Any) -> dict[str, Any]:
+    key = log.public_key
+    match event:
+        case Put():
+            value = msgspec.msgpack.decode(bytes(event.value))
+            found = {"op": "put", "key": key(event.key), "value": value, "version": event.version}
+            if event.expires_at is not None:
+                found["expires_at"] = event.expires_at
+            return found
+        case Delete():
+            return {"op": "delete", "key": key(event.key)}
+        case Expired():
+            return {"op": "expire", "keys": [key(k) for k in event.keys]}
+        case Batch():
+            return {"op": "batch", "events": [_kv_event(log, inner) for inner in event.events]}
+    return {"op": type(event).__name__}  # pragma: no cover - the codec decodes only these
+
+
+_cli_admin.register(main)  # verify, anchor, repair, snapshot, compact, restore
+
+
+@main.command("demo")
+@click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--count", type=click.IntRange(min=1), default=1000, help="Puts to write.")
+def demo_command(directory: Path | None, count: int) -> None:
+    """Write, reopen and read back a log (in a temporary directory unless given)."""
+    if directory is not None:
+        sys.exit(demo(directory, count))
     with tempfile.TemporaryDirectory(prefix="actorkv-demo-") as tmp:
-        return demo(Path(tmp), args.count)
+        sys.exit(demo(Path(tmp), count))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -20,7 +20,7 @@ from storage import _fileio
 from storage._format import TMP_SUFFIX
 from storage.errors import CorruptLog
 
-__all__ = ["POSITIONS_DIR", "Positions"]
+__all__ = ["POSITIONS_DIR", "Positions", "read_positions"]
 
 POSITIONS_DIR: Final = "subscriptions"
 POSITION_SUFFIX: Final = ".pos"
@@ -86,6 +86,22 @@ class Positions:
             _fileio.fsync_dir(self.directory)
             del self._acked[name]
             return True
+
+
+def read_positions(directory: Path) -> dict[str, int]:
+    """Every named position of the log in ``directory``, read only (for inspection).
+
+    Unlike :class:`Positions`, removes nothing (a writer may be replacing a file); a file
+    that cannot be read is ``CorruptLog``.
+    """
+    folder = directory / POSITIONS_DIR
+    if not folder.is_dir():
+        return {}
+    return {
+        path.name[: -len(POSITION_SUFFIX)]: _read(path)
+        for path in sorted(folder.iterdir())
+        if path.name.endswith(POSITION_SUFFIX)
+    }
 
 
 def _read(path: Path) -> int:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+import click
+
 from bench.driver import registry, report
 from bench.driver.core import Row, RunContext
 from bench.driver.engines import ENGINE_NAMES
@@ -235,3 +237,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     files = ["results.json", "report.md", *(chart.name for chart in charts)]
     print(f"\nwrote {', '.join(files)} to {out}/")
     return 0
+
+
+@click.command(
+    "bench",
+    context_settings={"ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
+@click.argument("argv", nargs=-1, type=click.UNPROCESSED)
+def command(argv: tuple[str, ...]) -> None:
+    """Run the benchmarking suite (actorkv bench --help for its options)."""
+    sys.exit(main(list(argv)))
