@@ -23,6 +23,7 @@ from actors import _cli_output as out
 from actors._actor import EventSourcedActor
 from actors._inspect import ReadOnlyLog, find_logs, parse_point
 from actors._store import Store
+from storage import DirectoryLock
 from storage.chain import Anchor
 from storage.errors import ActorKVError, InvalidInput
 from storage.positions import read_positions
@@ -206,6 +207,30 @@ def anchor(store: Path, as_json: bool) -> None:
             out.say(f"{label} {text}")
 
 
+def _repair_each(
+    logs: list[tuple[str, Path]], dry_run: bool, results: list[dict[str, Any]]
+) -> None:
+    for label, directory in logs:
+        if dry_run:
+            report = verify_log(directory)
+            problem = report.problems[0] if report.problems else report.torn_tail
+            results.append({"log": label, "would_cut": problem, "last_seq": report.last_seq})
+        else:
+            repaired = repair_log(directory)
+            results.append(
+                {
+                    "log": label,
+                    "changed": repaired.changed,
+                    "last_seq": repaired.last_seq,
+                    "damaged": None if repaired.damaged is None else str(repaired.damaged),
+                    "offset": repaired.offset,
+                    "reason": repaired.reason,
+                    "bytes_cut": repaired.bytes_cut,
+                    "backups": [str(path) for path in repaired.backups],
+                }
+            )
+
+
 @click.command()
 @path_argument
 @click.option("--dry-run", is_flag=True, help="Say what would be cut; change nothing.")
@@ -218,25 +243,14 @@ def repair(store: Path, dry_run: bool, as_json: bool) -> None:
     """
     results: list[dict[str, Any]] = []
     try:
-        for label, directory in _logs(store):
-            if dry_run:
-                report = verify_log(directory)
-                problem = report.problems[0] if report.problems else report.torn_tail
-                results.append({"log": label, "would_cut": problem, "last_seq": report.last_seq})
-            else:
-                repaired = repair_log(directory)
-                results.append(
-                    {
-                        "log": label,
-                        "changed": repaired.changed,
-                        "last_seq": repaired.last_seq,
-                        "damaged": None if repaired.damaged is None else str(repaired.damaged),
-                        "offset": repaired.offset,
-                        "reason": repaired.reason,
-                        "bytes_cut": repaired.bytes_cut,
-                        "backups": [str(path) for path in repaired.backups],
-                    }
-                )
+        logs = _logs(store)
+        whole = len(logs) != 1 or logs[0][1] != store  # a store: no open of it meanwhile
+        lock = DirectoryLock.acquire(store) if whole and not dry_run else None
+        try:
+            _repair_each(logs, dry_run, results)
+        finally:
+            if lock is not None:
+                lock.release()
     except ActorKVError as exc:
         _fail(exc)
     if as_json:
