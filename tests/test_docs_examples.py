@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -26,3 +27,26 @@ def test_a_docs_example_runs(page: str, block: str, tmp_path: Path, monkeypatch)
 
 def test_every_page_listed_has_examples() -> None:
     assert {page for page, _ in BLOCKS} == set(PAGES)
+
+
+def test_the_command_line_page_runs_as_written(tmp_path: Path, monkeypatch) -> None:
+    """docs/cli.md: its program builds a store, then each command exits as its comment says."""
+    from click.testing import CliRunner
+
+    from actors.cli import main
+
+    text = (DOCS / "cli.md").read_text()
+    (program,) = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(program, str(DOCS / "cli.md"), "exec"), {"__name__": "docs_example"})
+    (commands,) = re.findall(r"```sh\n(.*?)```", text, flags=re.DOTALL)
+    for line in commands.strip().splitlines():
+        command, _, comment = line.partition("#")
+        expected = re.match(r"\s*exit (\d)", comment)
+        args = shlex.split(command)
+        assert args[0] == "actorkv"
+        result = CliRunner().invoke(main, args[1:])
+        assert result.exit_code == (int(expected[1]) if expected else 0), (line, result.output)
+        printed = re.match(r"\s*(\{.*\})$", comment)
+        if printed:
+            assert result.stdout.strip() == printed[1], line
