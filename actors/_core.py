@@ -34,7 +34,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, NamedTuple, Protocol
 
@@ -57,6 +57,7 @@ from storage.errors import (
     ReplayFailed,
     WriteFailed,
 )
+from storage.histogram import Histogram
 from storage.positions import Positions
 from storage.snapshot import SnapshotInfo
 
@@ -112,6 +113,7 @@ class Command:
         "op",
         "outcome",
         "size",
+        "started",
         "waiter",
     )
 
@@ -134,6 +136,7 @@ class Command:
         self.outcome: tuple[Any, BaseException | None] | None = None
         self.lead = False  # the right was handed to this command's waiting caller
         self.abandoned = False  # its caller stopped waiting (interrupted)
+        self.started = time.perf_counter()  # for the write latency (store.metrics())
 
 
 class _Snapshot:
@@ -217,6 +220,9 @@ class Counters:
     events_replayed: int = 0
     records_replayed: int = 0
     failed: bool = False
+    replay_seconds: float = 0.0
+    write_latency: Histogram = field(default_factory=Histogram)
+    group_commands: Histogram = field(default_factory=lambda: Histogram(unit=1))
 
 
 def replay(
@@ -803,14 +809,16 @@ class ActorCore:
                 self._fail_replies(replies, self._refused_write())
                 return
         counters.largest_group = max(counters.largest_group, len(replies))
+        counters.group_commands.record(len(replies))
         due = self._since_snapshot >= self._snapshot_every  # replay outgrows the budget
         if due and self._auto_snapshots and not self._snapshot_pending:
             self._snapshot_pending = True
             with self._mutex:
                 self._queue.append(_Snapshot(None))
         self._expected = len(replies) + len(self._queue)
-        answer = self._answer
+        answer, latency, now = self._answer, counters.write_latency, time.perf_counter()
         for command, outcome, is_error in replies:
+            latency.record(now - command.started)
             if is_error:
                 answer(command, None, outcome)
             else:

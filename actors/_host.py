@@ -355,6 +355,10 @@ class Host:
 
         return await asyncio.to_thread(run)
 
+    def metrics(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """The hosted key space's or actor's ``store.metrics()``."""
+        return self.store.metrics()
+
     def archive_status(self) -> dict[str, Any]:
         """How far the hosted log is shipped (``Store.archive_status``)."""
         return self.store.archive_status()

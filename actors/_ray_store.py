@@ -220,6 +220,15 @@ class RayStore(Store):
         drop_directory(folder)
         return True
 
+    def metrics(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Each host's metrics (as ``Store.metrics``), asked of it: one round trip a host."""
+        self._check_open()
+        found: dict[str, dict[str, dict[str, Any]]] = {"keyspaces": {}, "actors": {}}
+        for directory in sorted(self._hosts):
+            for kind, by_name in self._connection(directory, None).call("metrics").items():
+                found[kind].update(by_name)
+        return found
+
     def archive_status(self) -> dict[str, Any]:
         """How far each open key space's and actor's log is shipped (asked of its host)."""
         if self._shipper is None and not self._attached:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import typing
 import zlib
 from collections.abc import Callable, Iterator
@@ -27,6 +28,7 @@ from actors._actor import EventSourcedActor
 from storage import _fileio
 from storage._format import BROKEN_SUFFIX, FORMAT_VERSION, ZERO_HEAD
 from storage.errors import CorruptLog, InvalidOperation, opening
+from storage.histogram import Histogram
 from storage.kv_snapshot import capture, encode_chunks, load_state, schema_of
 from storage.kv_versions import DEFAULT_RECENT_VERSIONS
 from storage.kvstate import KVState
@@ -176,6 +178,7 @@ class Snapshots:
 
     def __init__(self, directory: Path, codec: SnapshotCodec) -> None:
         self.directory = directory
+        self.write_seconds = Histogram()  # each snapshot's encoding and write
         self.codec = codec
         self._manifest_lock = threading.Lock()  # one manifest rewrite at a time
         self._writing: threading.Thread | None = None
@@ -290,6 +293,7 @@ class Snapshots:
         Raises:
             OpenFailed: The file or the manifest could not be written (nothing is listed).
         """
+        started = time.perf_counter()
         with opening(self.directory, "writing a snapshot in"):
             info = write_snapshot(
                 self.directory,
@@ -301,6 +305,7 @@ class Snapshots:
             )
             self._list(info, first_seq)
         self.newest = info
+        self.write_seconds.record(time.perf_counter() - started)
         return info
 
     def write_in_background(

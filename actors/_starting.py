@@ -79,11 +79,14 @@ def start_actor(
         snapshots = Snapshots(directory, snapshot_codec)
         if isinstance(actor, KeySpaceActor):
             actor.keep_replayed_versions(log.last_seq)
+        opened = time.perf_counter()
         recovered = snapshots.recover(actor, log.first_seq, log.last_seq)
         started = time.perf_counter()
         found: dict[bytes, Operation] | None = {} if retried else None
         replay(name, actor, log, codec, counters, progress, snapshot=recovered, operations=found)
-        rate = replay_rate(counters.records_replayed, time.perf_counter() - started)
+        replayed = time.perf_counter()
+        rate = replay_rate(counters.records_replayed, replayed - started)
+        counters.replay_seconds = replayed - opened  # the snapshot's load and the replay
         if stored is None:  # new, or written before manifests: record it now
             if manifest.key_type is not None and isinstance(actor, KeySpaceActor):
                 check_replayed_key_type(name, actor, manifest.key_type)

@@ -26,6 +26,7 @@ from actors._index import Index, reconcile_indexes, value_decoder
 from actors._keyspace import KeySpace, KeySpaceOptions
 from actors._keyspace_actor import KeySpaceActor
 from actors._keyspace_input import key_type_name
+from actors._metrics import collect as collect_metrics
 from actors._names import check_name
 from actors._open_stores import open_stores
 from actors._projection import Projection, ProjectionFeeder, feed_class_check
@@ -599,6 +600,19 @@ class Store:
         if self._shipper is not None:
             self._shipper.add(directory, handle.core)
         return handle, actor
+
+    def metrics(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Counters and latency histograms of each open key space and actor.
+
+        ``{"keyspaces": {name: {...}}, "actors": {name: {...}}}``: commands, records,
+        groups, fsyncs, last seq, history floor, bytes, replay seconds, subscriber and
+        archive lag, and the histograms ``write_latency``, ``group_size``,
+        ``fsync_latency``, ``snapshot_seconds`` (count, sum, p50, p99, p999, buckets).
+        Cheap to leave on (``actors/_metrics.py``); ``actors.metrics`` exports it to
+        Prometheus.
+        """
+        self._check_open()
+        return collect_metrics(self)
 
     def archive_status(self) -> dict[str, ArchiveStatus]:
         """How far each open key space's and actor's log is shipped, by directory name.

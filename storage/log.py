@@ -44,6 +44,7 @@ from storage.errors import (
     WriteFailed,
     opening,
 )
+from storage.histogram import Histogram
 
 if TYPE_CHECKING:  # Python 3.10 has no typing.Self
     from typing_extensions import Self
@@ -91,6 +92,7 @@ class SegmentedLog:
         # handle (what an earlier handle left may not be).
         self._durable: tuple[int, int] | None = None
         self.fsyncs = 0
+        self.fsync_seconds = Histogram()  # each fsync of an append or a sync (the writer's)
         """How many fsyncs of segment data succeeded since open (all threads)."""
         self._always = options.fsync == "always"
         # The background syncer fsyncs the active descriptor outside the mutex; a roll meanwhile
@@ -211,7 +213,9 @@ class SegmentedLog:
             try:
                 _fileio.write_all(self._fd, data)
                 if self._always:
+                    started = time.perf_counter()
                     _fileio.fsync(self._fd)
+                    self.fsync_seconds.record(time.perf_counter() - started)
                     self.fsyncs += 1
             except OSError as exc:
                 self._fail(exc, truncate_to=start)
@@ -244,7 +248,9 @@ class SegmentedLog:
     def _fsync_active(self) -> None:
         """Fsync the active segment and note what is durable. Under the mutex."""
         try:
+            started = time.perf_counter()
             _fileio.fsync(self._fd)
+            self.fsync_seconds.record(time.perf_counter() - started)
         except OSError as exc:
             self._fail(exc, truncate_to=None)
             msg = f"fsync of {self._segments[-1].path} failed: {exc}"
@@ -572,7 +578,9 @@ class SegmentedLog:
             # Always, even under fsync="never" and even if this handle wrote nothing: an
             # earlier handle's unsynced tail could otherwise vanish in a power loss while
             # the next segment survives, leaving a hole in the middle of the log.
+            started = time.perf_counter()
             _fileio.fsync(self._fd)
+            self.fsync_seconds.record(time.perf_counter() - started)
             self._synced = self._appended
             self.fsyncs += 1
             path = create_segment(
@@ -632,13 +640,16 @@ class SegmentedLog:
             # fsync outside the mutex, so appends go on meanwhile; a roll leaves this
             # descriptor open for us (see _retired_fd).
             fd = self._syncing_fd = self._fd
+        started = time.perf_counter()
         try:
             _fileio.fsync(fd)
         except OSError as exc:
             with self._mutex:
                 self._fail(exc, truncate_to=None)
         else:
-            with self._mutex:
+            took = time.perf_counter() - started
+            with self._mutex:  # where every fsync is recorded: one recorder at a time
+                self.fsync_seconds.record(took)
                 self._synced = max(self._synced, covered)
                 if base == self._segments[-1].base_seq:  # no roll meanwhile: still active
                     self._durable = (size, last_seq)

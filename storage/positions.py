@@ -54,6 +54,11 @@ class Positions:
         with self._lock:
             return self._acked.get(name)
 
+    def all(self) -> dict[str, int]:
+        """Every name's last acknowledged seq."""
+        with self._lock:
+            return dict(self._acked)
+
     def lowest_needed(self) -> int | None:
         """The first seq some named reader still needs (its acked seq + 1), or None."""
         with self._lock:
