@@ -65,6 +65,7 @@ __all__ = [
     "ValueTypeMismatch",
     "VersionConflict",
     "WriteFailed",
+    "opening",
 ]
 
 

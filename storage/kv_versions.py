@@ -29,7 +29,16 @@ from sortedcontainers import SortedList
 if TYPE_CHECKING:
     from storage.kvstate import Entry
 
-__all__ = ["ABSENT", "DEFAULT_RECENT_VERSIONS", "KeyState", "RecentVersions", "Tombstone"]
+__all__ = [
+    "ABSENT",
+    "DEFAULT_RECENT_VERSIONS",
+    "KeyState",
+    "RecentVersions",
+    "ScanPin",
+    "Tombstone",
+    "seq_of",
+    "state_before",
+]
 
 DEFAULT_RECENT_VERSIONS: Final = 100_000
 """Changes kept in memory per key space unless configured (``recent_versions=``)."""

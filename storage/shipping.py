@@ -38,7 +38,7 @@ from storage.archive import Archive, get_with_retries
 from storage.errors import ArchiveError
 from storage.manifest import read_manifest
 
-__all__ = ["DirectoryShipper", "Upload", "read_uploads"]
+__all__ = ["DirectoryShipper", "Upload", "digest", "read_uploads"]
 
 UPLOADS = "uploads/"
 

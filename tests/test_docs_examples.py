@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).parent.parent / "docs"
-PAGES = ["archive.md", "indexes.md", "metrics.md", "ray.md"]  # pages whose examples are whole programs
+# pages whose examples are whole programs
+PAGES = ["archive.md", "indexes.md", "metrics.md", "ray.md"]
 BLOCKS = [
     (page, block)
     for page in PAGES

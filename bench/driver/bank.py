@@ -29,7 +29,8 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 import msgspec
 
 from actors import EventSourcedActor, Store
-from bench.driver.core import Latencies, Row, RunContext, measure
+
+from .core import Latencies, Row, RunContext, measure
 
 if TYPE_CHECKING:
     from storage.log import FsyncPolicy

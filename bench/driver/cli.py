@@ -19,10 +19,10 @@ from typing import Any, TextIO
 
 import click
 
-from bench.driver import registry, report
-from bench.driver.core import Row, RunContext
-from bench.driver.engines import ENGINE_NAMES
-from bench.driver.machine import describe, machine_info
+from . import registry, report
+from .core import Row, RunContext
+from .engines import ENGINE_NAMES
+from .machine import describe, machine_info
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from bench.driver.core import Latencies, Row, RunContext, measure
-from bench.driver.engines import Engine, EngineSpec, engine_specs, fresh_engine
+from .core import Latencies, Row, RunContext, measure
+from .engines import Engine, EngineSpec, engine_specs, fresh_engine
 
 KEY_BYTES = 16
 VALUE_BYTES = 100

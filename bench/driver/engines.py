@@ -30,7 +30,7 @@ from typing import Any
 
 import msgspec
 
-from bench.driver.core import RunContext
+from .core import RunContext
 
 Record = dict[str, bytes]
 

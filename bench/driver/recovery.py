@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from actors import KeySpace, Store
-from bench.driver.core import Latencies, Row, RunContext, measure
+
+from .core import Latencies, Row, RunContext, measure
 
 WORKLOAD = "recovery"
 SNAPSHOT_WORKLOAD = "snapshot"

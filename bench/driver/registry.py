@@ -9,16 +9,16 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-from bench.driver.core import Row, RunContext
+from .core import Row, RunContext
 
 GroupRunner = Callable[[RunContext], list[Row]]
 
 GROUPS: tuple[tuple[str, str], ...] = (
-    ("dbbench", "bench.driver.dbbench:run_dbbench"),
-    ("ycsb", "bench.driver.ycsb:run_ycsb"),
-    ("group_commit_sweep", "bench.driver.sweep:run_group_commit_sweep"),
-    ("recovery", "bench.driver.recovery:run_recovery"),
-    ("bank", "bench.driver.bank:run_bank"),
+    ("dbbench", ".dbbench:run_dbbench"),
+    ("ycsb", ".ycsb:run_ycsb"),
+    ("group_commit_sweep", ".sweep:run_group_commit_sweep"),
+    ("recovery", ".recovery:run_recovery"),
+    ("bank", ".bank:run_bank"),
 )
 """(group name, ``"module:function"``) in the order a full run measures them."""
 
@@ -29,7 +29,7 @@ def resolve(name: str, target: str, ctx: RunContext) -> GroupRunner | None:
     """Import the runner of group ``name`` from ``target``; None (and a notice) if missing."""
     module_name, _, function = target.partition(":")
     try:
-        runner: GroupRunner = getattr(importlib.import_module(module_name), function)
+        runner: GroupRunner = getattr(importlib.import_module(module_name, __package__), function)
     except (ImportError, AttributeError) as exc:
         ctx.notice(f"{name}: {target} is not available ({exc}); skipped")
         return None

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.driver.core import Row, RunContext
+from .core import Row, RunContext
 
 PARAM_KEYS = ("writers", "log_records", "accounts", "records")
 """``extra`` keys that are parameters of a measurement: rows match only if they agree."""

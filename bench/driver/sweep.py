@@ -23,7 +23,8 @@ from pathlib import Path
 from statistics import median
 
 from actors import Store
-from bench.driver.core import Latencies, Row, RunContext, measure
+
+from .core import Latencies, Row, RunContext, measure
 
 WORKLOAD = "group_commit_sweep"
 WRITER_COUNTS = (1, 2, 4, 8, 16, 32, 64)

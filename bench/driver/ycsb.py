@@ -35,8 +35,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from random import Random
 
-from bench.driver.core import Latencies, Row, RunContext, measure
-from bench.driver.engines import Engine, EngineSpec, Record, engine_specs, fresh_engine
+from .core import Latencies, Row, RunContext, measure
+from .engines import Engine, EngineSpec, Record, engine_specs, fresh_engine
 
 FIELDS = 10
 FIELD_BYTES = 100
