@@ -272,7 +272,10 @@ class ActorKVApplicationRecorder(ActorKVAggregateRecorder, ApplicationRecorder):
                 notification_key(first), upper, limit=None if wanted else limit
             )
             for _, key in pointers:
-                number, topic, state, is_uuid = get(key)
+                pointed = get(key)
+                if pointed is None:  # pragma: no cover - notifications are never deleted
+                    continue
+                number, topic, state, is_uuid = pointed
                 if wanted and topic not in wanted:
                     continue
                 originator = originator_of(key, is_uuid)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
-from typing import Any, TypeVar
+from typing import Any, Generic, overload
 
 import msgspec
+from typing_extensions import TypeVar
 
 from actors._batch import WriteBatch
 from actors._core import ActorStats, Command
@@ -48,6 +49,10 @@ from storage.snapshot import SnapshotInfo
 __all__ = ["Entry", "KeySpace", "KeySpaceOptions", "Receipt", "WriteBatch"]
 
 T = TypeVar("T")
+K = TypeVar("K", default=Any)
+"""The key type: ``str`` unless opened with ``key_type=``."""
+V = TypeVar("V", default=Any)
+"""The value type: what ``value_type=`` says, else any MessagePack value."""
 
 _MISSING: Any = object()
 
@@ -61,7 +66,7 @@ class Entry(msgspec.Struct, frozen=True):
     expires_at: float | None
 
 
-class KeySpace(KeySpaceHistory, KeySpaceIndexes, MutableMapping[Any, Any]):
+class KeySpace(KeySpaceHistory, KeySpaceIndexes, MutableMapping[K, V], Generic[K, V]):
     """A sorted, durable key-value map owned by one actor. Thread-safe; share it freely.
 
     Writes block until durable and return a :class:`Receipt`; ``*_async`` variants return a
@@ -107,7 +112,13 @@ class KeySpace(KeySpaceHistory, KeySpaceIndexes, MutableMapping[Any, Any]):
 
     # -- reads (caller's thread) -------------------------------------------------------------
 
-    def get(self, key: Any, default: Any = None) -> Any:
+    @overload
+    def get(self, key: K, /) -> V | None: ...
+
+    @overload
+    def get(self, key: K, /, default: V | T) -> V | T: ...
+
+    def get(self, key: K, default: Any = None) -> Any:
         """The value of ``key``, or ``default`` if it does not exist or has expired. O(1).
 
         Raises:
@@ -138,7 +149,7 @@ class KeySpace(KeySpaceHistory, KeySpaceIndexes, MutableMapping[Any, Any]):
             return None
         return Entry(self._value(key, entry), entry.version, entry.seq, entry.expires_at)
 
-    def get_many(self, keys: Iterable[Any]) -> dict[Any, Any]:
+    def get_many(self, keys: Iterable[K]) -> dict[K, V]:
         """The values of those ``keys`` that exist, read as one snapshot. O(k)."""
         self._check_open()
         keys = list(keys)
@@ -149,12 +160,12 @@ class KeySpace(KeySpaceHistory, KeySpaceIndexes, MutableMapping[Any, Any]):
 
     def range(
         self,
-        start: Any = None,
-        stop: Any = None,
+        start: K | None = None,
+        stop: K | None = None,
         *,
         reverse: bool = False,
         limit: int | None = None,
-    ) -> Iterator[tuple[Any, Any]]:
+    ) -> Iterator[tuple[K, V]]:
         """``(key, value)`` for ``start <= key < stop`` in key order (None: open end).
 
         The range is read as one snapshot when called; values are decoded as you iterate.
@@ -183,11 +194,13 @@ class KeySpace(KeySpaceHistory, KeySpaceIndexes, MutableMapping[Any, Any]):
             yield index_value, key, (entry.value if entry.decoded else value(key, entry))
 
     def prefix(
-        self, prefix: Any, *, reverse: bool = False, limit: int | None = None
-    ) -> Iterator[tuple[Any, Any]]:
+        self, prefix: K, *, reverse: bool = False, limit: int | None = None
+    ) -> Iterator[tuple[K, V]]:
         """``(key, value)`` for every key starting with ``prefix``, in key order."""
         self._check_key_type(prefix)
-        return self.range(prefix or None, prefix_end(prefix), reverse=reverse, limit=limit)
+        start: Any = prefix  # a str or bytes key: checked above
+        stop: Any = prefix_end(start)
+        return self.range(start or None, stop, reverse=reverse, limit=limit)
 
     def _check_range(self, start: Any, stop: Any, limit: int | None) -> None:
         self._check_open()
@@ -214,7 +227,7 @@ class KeySpace(KeySpaceHistory, KeySpaceIndexes, MutableMapping[Any, Any]):
         except msgspec.ValidationError as exc:
             raise ValueTypeMismatch(key, self.options.value_type, exc) from exc
 
-    def __getitem__(self, key: Any) -> Any:
+    def __getitem__(self, key: K) -> V:
         """The value of ``key``; KeyError if missing."""
         value = self.get(key, _MISSING)
         if value is _MISSING:
@@ -228,7 +241,7 @@ class KeySpace(KeySpaceHistory, KeySpaceIndexes, MutableMapping[Any, Any]):
             return False
         return self._state.get(key) is not None
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[K]:
         """Keys in order, from one snapshot."""
         self._check_open()
         return (key for key, _ in self._state.scan())
@@ -250,8 +263,8 @@ class KeySpace(KeySpaceHistory, KeySpaceIndexes, MutableMapping[Any, Any]):
 
     def put(
         self,
-        key: Any,
-        value: Any,
+        key: K,
+        value: V,
         *,
         ttl: float | None = None,
         expect_version: int | None = None,
@@ -277,8 +290,8 @@ class KeySpace(KeySpaceHistory, KeySpaceIndexes, MutableMapping[Any, Any]):
 
     def put_async(
         self,
-        key: Any,
-        value: Any,
+        key: K,
+        value: V,
         *,
         ttl: float | None = None,
         expect_version: int | None = None,
@@ -289,7 +302,7 @@ class KeySpace(KeySpaceHistory, KeySpaceIndexes, MutableMapping[Any, Any]):
         self._enqueue(Command("put", args, {}, future, len(args[1])))
         return future
 
-    def delete(self, key: Any, *, expect_version: int | None = None) -> Receipt | None:
+    def delete(self, key: K, *, expect_version: int | None = None) -> Receipt | None:
         """Remove ``key``; returns once durable, or None if it did not exist (no write).
 
         Raises:
@@ -300,15 +313,13 @@ class KeySpace(KeySpaceHistory, KeySpaceIndexes, MutableMapping[Any, Any]):
         receipt: Receipt | None = self._call_delete(key, expect_version)
         return receipt
 
-    def delete_async(
-        self, key: Any, *, expect_version: int | None = None
-    ) -> Future[Receipt | None]:
+    def delete_async(self, key: K, *, expect_version: int | None = None) -> Future[Receipt | None]:
         """Like :meth:`delete`, but returns a future at once."""
         self._check_key(key)
         check_expect(expect_version)
         return self._send_delete(key, expect_version)
 
-    def increment(self, key: Any, by: int = 1) -> int:
+    def increment(self, key: K, by: int = 1) -> int:
         """Add ``by`` to ``key``'s int value, atomically; returns the new value once durable.
 
         A missing key counts as 0. It runs in the key space's actor, so many threads
@@ -405,11 +416,11 @@ class KeySpace(KeySpaceHistory, KeySpaceIndexes, MutableMapping[Any, Any]):
             for key in self:
                 batch.delete(key)
 
-    def __setitem__(self, key: Any, value: Any) -> None:
+    def __setitem__(self, key: K, value: V) -> None:
         """``ks[key] = value``: a durable put."""
         self.put(key, value)
 
-    def __delitem__(self, key: Any) -> None:
+    def __delitem__(self, key: K) -> None:
         """``del ks[key]``: a durable delete; KeyError if missing."""
         if self.delete(key) is None:
             raise KeyError(key)
@@ -418,8 +429,8 @@ class KeySpace(KeySpaceHistory, KeySpaceIndexes, MutableMapping[Any, Any]):
 
     async def aput(
         self,
-        key: Any,
-        value: Any,
+        key: K,
+        value: V,
         *,
         ttl: float | None = None,
         expect_version: int | None = None,
@@ -428,12 +439,12 @@ class KeySpace(KeySpaceHistory, KeySpaceIndexes, MutableMapping[Any, Any]):
         receipt: Receipt = await self.put_async(key, value, ttl=ttl, expect_version=expect_version)
         return receipt
 
-    async def adelete(self, key: Any, *, expect_version: int | None = None) -> Receipt | None:
+    async def adelete(self, key: K, *, expect_version: int | None = None) -> Receipt | None:
         """Awaitable :meth:`delete`."""
         receipt: Receipt | None = await self.delete_async(key, expect_version=expect_version)
         return receipt
 
-    async def aget(self, key: Any, default: Any = None) -> Any:
+    async def aget(self, key: K, default: V | None = None) -> V | None:
         """Awaitable :meth:`get` (reads never wait for the actor, so this never blocks)."""
         return self.get(key, default)
 

@@ -553,6 +553,21 @@ class RemoteActorHandle:
         self.__dict__[name] = sender
         return sender
 
+    def ask(self, command: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        """Send ``command`` (a method of the actor's class), as ``ActorHandle.ask``."""
+        return getattr(self, self._command_of(command))(*args, **kwargs)  # type: ignore[no-any-return]
+
+    def _command_of(self, command: Callable[..., Any]) -> str:
+        name = getattr(command, "__name__", None)
+        if not isinstance(name, str) or getattr(self.actor_class, name, None) is not command:
+            msg = (
+                f"ask() takes a command of {self.actor_class.__name__} itself, like "
+                f"handle.ask({self.actor_class.__name__}.<command>, ...); got {command!r:.80}"
+            )
+            raise AttributeError(msg)
+        self._check_command(name)
+        return name
+
     def _member(self, method: str, *args: Any) -> Any:
         return self._connection.call("handle_call", method, args)
 
@@ -604,6 +619,10 @@ class RemoteActorHandle:
 class _RemoteBlocking:
     def __init__(self, handle: RemoteActorHandle) -> None:
         self._handle = handle
+
+    def ask(self, command: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """Run ``command`` (a method of the actor's class), as ``BlockingCalls.ask``."""
+        return getattr(self, self._handle._command_of(command))(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         handle = self._handle

@@ -13,7 +13,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, overload
+
+from typing_extensions import Unpack
 
 from actors._actor import EventSourcedActor
 from actors._core import ReplayProgress
@@ -70,6 +72,21 @@ __all__ = ["Store"]
 logger = logging.getLogger("actorkv.actors")
 
 A = TypeVar("A", bound=EventSourcedActor[Any])
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class KeySpaceExtras(TypedDict, total=False):
+    """The options of :meth:`Store.keyspace` besides ``key_type`` and ``value_type``."""
+
+    max_key_bytes: int
+    max_value_bytes: int
+    recovery_budget: float | None
+    retention: float | None
+    recent_versions: int
+    indexes: dict[str, Index] | None
+
+
 P = TypeVar("P", bound=Projection[Any])
 
 ACTORS_DIR = "actors"
@@ -395,6 +412,36 @@ class Store:
             self._feeders[name] = ProjectionFeeder(handle, keyspaces, name)
         return handle
 
+    @overload
+    def keyspace(
+        self, name: str, *, value_type: type[V], **options: Unpack[KeySpaceExtras]
+    ) -> KeySpace[str, V]: ...
+
+    @overload
+    def keyspace(
+        self,
+        name: str,
+        *,
+        key_type: type[K],
+        value_type: type[V],
+        **options: Unpack[KeySpaceExtras],
+    ) -> KeySpace[K, V]: ...
+
+    @overload
+    def keyspace(
+        self,
+        name: str,
+        *,
+        key_type: type[K],
+        value_type: Any = None,
+        **options: Unpack[KeySpaceExtras],
+    ) -> KeySpace[K, Any]: ...
+
+    @overload
+    def keyspace(
+        self, name: str, *, value_type: Any = None, **options: Unpack[KeySpaceExtras]
+    ) -> KeySpace[str, Any]: ...
+
     def keyspace(
         self,
         name: str,
@@ -407,7 +454,7 @@ class Store:
         retention: float | _Default | None = _DEFAULT,
         recent_versions: int | _Default = _DEFAULT,
         indexes: dict[str, Index] | None = None,
-    ) -> KeySpace:
+    ) -> KeySpace[Any, Any]:
         """Open the key space ``name``, creating it if new and recovering it from its log.
 
         Opening an open key space returns the same handle (its options must match).
