@@ -28,6 +28,7 @@ from actors._index import Index, reconcile_indexes, value_decoder
 from actors._keyspace import KeySpace, KeySpaceOptions
 from actors._keyspace_actor import KeySpaceActor
 from actors._keyspace_input import key_type_name
+from actors._metrics import check_sample_reads, sample_gets
 from actors._metrics import collect as collect_metrics
 from actors._names import check_name
 from actors._open_stores import open_stores
@@ -104,6 +105,7 @@ class Store:
     """An open data directory. Thread-safe. Use :meth:`open`; close it, or use ``with``."""
 
     _hosted = False
+    _sample_reads: int | None = None
     """Set on a remote runtime's host store (``actors._host``): it locks no directory (the
     store that made the host holds the lock) and its commands may carry operation ids."""
 
@@ -157,6 +159,7 @@ class Store:
         archive_lease: float = 15.0,
         runtime: str = "threads",
         ray_options: Any = None,
+        sample_reads: int | None = None,
     ) -> Self:
         """Open (creating if needed) the store in directory ``path`` and lock it.
 
@@ -202,6 +205,10 @@ class Store:
                 handles of the same methods (``docs/ray.md``; the ``ray`` extra).
             ray_options: For ``runtime="ray"``: an ``actors.RayOptions`` or a dict of its
                 fields (CPUs and resources per host, restarts, retries).
+            sample_reads: Time every N-th ``get`` of each key space into the
+                ``get_latency`` histogram of :meth:`metrics`. None (default) times none
+                and costs nothing; on, every get pays for the counting (0.21 -> 0.42 us a
+                get here).
 
         A store belongs to the process that opened it: in a child made by ``fork`` every
         inherited store and handle raises :class:`StoreForked`, and nothing of the parent's
@@ -224,6 +231,7 @@ class Store:
         check_clock(clock)
         history = check_history(recovery_budget, retention, recent_versions)
         check_archive_timing(archive_interval, archive_lease)
+        check_sample_reads(sample_reads)
         if runtime not in ("threads", "ray"):
             msg = f"runtime must be 'threads' or 'ray', got {runtime!r}"
             raise InvalidOption(msg)
@@ -260,6 +268,7 @@ class Store:
             raise
         store = target(directory, options, lock, on_replay, clock, sweep_interval, history)
         store._shipper = shipper
+        store._sample_reads = sample_reads
         if runtime == "ray":
             hosts: dict[str, Any] = {
                 "fsync": fsync,
@@ -272,6 +281,7 @@ class Store:
                 "retention": retention,
                 "recent_versions": recent_versions,
                 "chain_key": chain_key,
+                "sample_reads": sample_reads,
             }
             if shipper is not None:  # each host ships its own log under this store's lease
                 hosts["archive"] = (archive, archive_interval, archive_lease)
@@ -531,6 +541,8 @@ class Store:
             )
             handle_class = TupleKeySpace if key_type is tuple else KeySpace
             keyspace = handle_class(name, handle, actor.state, options, chosen)
+            if self._sample_reads is not None:
+                sample_gets(keyspace, self._sample_reads)
             if tuple(index.definition(n) for n, index in sorted(chosen.items())) != stored_indexes:
                 keyspace._save_index_definitions()
             self._keyspaces[name] = keyspace

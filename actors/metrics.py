@@ -51,6 +51,7 @@ _HISTOGRAM_HELP = {
     "group_size": "Commands answered by one group write.",
     "fsync_latency": "Seconds of each fsync of the log.",
     "snapshot_seconds": "Seconds of each snapshot's encoding and write.",
+    "get_latency": "Seconds of sampled gets (Store.open(sample_reads=N); none otherwise).",
 }
 
 
@@ -106,7 +107,8 @@ class StoreCollector:
                 for subscription, behind in metrics["subscriber_lag"].items():
                     lag.add_metric([kind, name, subscription], float(behind))
                 for key, family in histograms.items():
-                    family.add_metric([kind, name], *_buckets(metrics[key]))
+                    if key in metrics:  # get_latency: key spaces only
+                        family.add_metric([kind, name], *_buckets(metrics[key]))
         yield from numbers.values()
         yield lag
         yield from histograms.values()

@@ -121,3 +121,27 @@ def test_serve_refuses_a_bad_port(tmp_path: Path) -> None:
         for port in (-1, 70_000, "9464"):
             with pytest.raises(InvalidOption, match="port"):
                 serve(port, store)  # type: ignore[arg-type]
+
+
+def test_sampled_reads_time_every_nth_get_and_unsampled_stores_time_none(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "plain") as store:
+        users = store.keyspace("users")
+        users.put("a", 1)
+        for _ in range(100):
+            users.get("a")
+        assert store.metrics()["keyspaces"]["users"]["get_latency"]["count"] == 0
+        assert "get" not in vars(users)  # the class's method: nothing in its way
+    with Store.open(tmp_path / "sampled", sample_reads=10) as store:
+        users = store.keyspace("users")
+        users.put("a", 1)
+        for _ in range(95):
+            assert users.get("a") == 1
+        for _ in range(5):
+            assert users["a"] == 1  # item reads go through get too
+        assert users.get("missing", "default") == "default"
+        found = store.metrics()["keyspaces"]["users"]["get_latency"]
+    assert found["count"] == 10  # gets 10, 20, ..., 100
+    assert 0 < found["p50"] < 1.0
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(InvalidOption, match="sample_reads"):
+            Store.open(tmp_path / "bad", sample_reads=bad)  # type: ignore[arg-type]
