@@ -41,6 +41,11 @@ def error(message: str) -> None:
     _stderr().print(Text("actorkv: ", style="bold red") + Text(message))
 
 
+def note(message: str) -> None:
+    """``actorkv: note: MESSAGE`` on stderr (what a reader should know about the answer)."""
+    _stderr().print(Text("actorkv: note: ", style="yellow") + Text(message))
+
+
 def json_text(value: Any) -> str:
     """``value`` as one line of JSON (bytes as base64, anything else unknown as str)."""
     return _ENCODER.encode(value).decode()

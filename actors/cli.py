@@ -86,6 +86,18 @@ def _log(store: Path, name: str) -> ReadOnlyLog:
     return ReadOnlyLog(store, "actor", name)
 
 
+def _said_how_far(log: ReadOnlyLog) -> ReadOnlyLog:
+    """Say on stderr when the log ends in an incomplete record (read up to the one before)."""
+    torn = log.log.torn_tail
+    if torn is not None:
+        out.note(
+            f"{log.name}: read up to seq {log.log.last_seq}; the {torn.bytes_after} bytes after "
+            "it are not a complete record yet (a write in progress, or a torn write the next "
+            "open cuts)"
+        )
+    return log
+
+
 def _seq_of(log: ReadOnlyLog, point: str | None) -> int | None:
     if point is None:
         return None
@@ -141,7 +153,7 @@ def dump(store: Path, name: str, first: str | None, last: str | None, as_json: b
     """The events of NAME's log as JSON lines: {"seq", "time", "events"}."""
     del as_json  # always JSON lines
     try:
-        log = _log(store, name)
+        log = _said_how_far(_log(store, name))
         start = _seq_of(log, first)
         if first is not None and parse_point(first)[1] is not None:
             start = (start or 0) + 1  # the first record after that time
@@ -165,7 +177,7 @@ def dump(store: Path, name: str, first: str | None, last: str | None, as_json: b
 def get(store: Path, name: str, key: str, point: str | None, as_json: bool) -> None:
     """The value of KEY in key space NAME (exit 1 if it has none)."""
     try:
-        log = _log(store, name)
+        log = _said_how_far(_log(store, name))
         wanted = _parse_key(log, key)
         seq = _seq_of(log, point)
         with out.spinner(f"rebuilding {name} from its snapshot and log"):
@@ -192,7 +204,7 @@ def scan(
 ) -> None:
     """Keys and values of key space NAME, in key order."""
     try:
-        log = _log(store, name)
+        log = _said_how_far(_log(store, name))
         seq = _seq_of(log, point)
         with out.spinner(f"rebuilding {name} from its snapshot and log"):
             state = log.state(seq)
@@ -218,7 +230,7 @@ def scan(
 def history(store: Path, name: str, key: str, point: str | None, as_json: bool) -> None:
     """Every retained change of KEY in key space NAME, oldest first."""
     try:
-        log = _log(store, name)
+        log = _said_how_far(_log(store, name))
         wanted = _parse_key(log, key)
         seq = _seq_of(log, point)
         with out.spinner(f"reading {name}'s history"):

@@ -184,3 +184,13 @@ def test_bench_and_demo_answer_help(command: str) -> None:
     result = run(command, "--help")
     assert result.exit_code == 0
     assert "usage" in result.stdout.lower()
+
+
+def test_reads_of_a_log_with_an_incomplete_end_say_how_far_they_read(built: Path) -> None:
+    tear(built / "keyspaces" / "users")
+    got = run("get", built, "users", "u01", "--json")
+    assert got.exit_code == 0
+    assert json.loads(got.stdout)["value"] == "second"
+    assert "read up to seq 23" in got.stderr
+    assert "not a complete record" in got.stderr
+    assert "read up to" not in run("get", built, "places", '["fr", "lyon"]').stderr
