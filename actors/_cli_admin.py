@@ -324,7 +324,7 @@ def snapshot(store: Path, name: str | None, as_json: bool) -> None:
     results = []
     try:
         logs = _chosen(store, name)
-        with _opened(store) as opened:
+        with _opened(store) as opened, out.spinner("taking snapshots"):
             for log in logs:
                 handle = _open_log(opened, log)
                 taken = handle.snapshot()
@@ -388,7 +388,8 @@ def compact(
         if dry_run:
             results = [_compact_plan(log, retention) for log in logs]
         else:
-            with _opened(store, retention=retention, archive=archive) as opened:
+            opening = _opened(store, retention=retention, archive=archive)
+            with opening as opened, out.spinner("compacting"):
                 for log in logs:
                     report = _open_log(opened, log).compact()
                     results.append(
