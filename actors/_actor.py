@@ -233,3 +233,20 @@ def command_names(actor_class: type) -> frozenset[str]:
             if callable(member):
                 names.add(name)
     return frozenset(names)
+
+
+def command_of(actor_class: type, command: object) -> str:
+    """The name of ``command``, if it is a method of ``actor_class`` (for a typed ``ask``).
+
+    Raises:
+        AttributeError: It is not (a function of another class, or not a method at all).
+    """
+    name = getattr(command, "__name__", None)
+    if not isinstance(name, str) or getattr(actor_class, name, None) is not command:
+        owner = actor_class.__name__
+        msg = (
+            f"ask() takes a command of {owner} itself, like handle.ask({owner}.<command>, "
+            f"...); got {command!r:.80}"
+        )
+        raise AttributeError(msg)
+    return name

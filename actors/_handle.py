@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
-from actors._actor import EventSourcedActor
+from actors._actor import EventSourcedActor, command_of
 from actors._core import ActorCore, ActorStats, Command
 from actors._future import Future
 from actors._names import check_name
@@ -82,13 +82,7 @@ class ActorHandle(Generic[A]):
 
     def _command_of(self, command: Callable[..., Any]) -> str:
         """The name of ``command`` if it is this actor class's command method."""
-        name = getattr(command, "__name__", None)
-        if not isinstance(name, str) or getattr(self.actor_class, name, None) is not command:
-            msg = (
-                f"ask() takes a command of {self.actor_class.__name__} itself, like "
-                f"handle.ask({self.actor_class.__name__}.<command>, ...); got {command!r:.80}"
-            )
-            raise AttributeError(msg)
+        name = command_of(self.actor_class, command)
         self._check_command(name)
         return name
 

@@ -27,6 +27,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from actors._actor import command_of
 from actors._future import Future
 from storage.errors import ActorKVError, KeyspaceClosed
 
@@ -558,13 +559,7 @@ class RemoteActorHandle:
         return getattr(self, self._command_of(command))(*args, **kwargs)  # type: ignore[no-any-return]
 
     def _command_of(self, command: Callable[..., Any]) -> str:
-        name = getattr(command, "__name__", None)
-        if not isinstance(name, str) or getattr(self.actor_class, name, None) is not command:
-            msg = (
-                f"ask() takes a command of {self.actor_class.__name__} itself, like "
-                f"handle.ask({self.actor_class.__name__}.<command>, ...); got {command!r:.80}"
-            )
-            raise AttributeError(msg)
+        name = command_of(self.actor_class, command)
         self._check_command(name)
         return name
 

@@ -31,7 +31,7 @@ from actors._demo import demo
 from actors._inspect import ReadOnlyLog, find_logs, log_info, parse_point
 from storage.codec import Batch, Delete, Expired, Put
 from storage.errors import ActorKVError
-from storage.kvstate import Entry
+from storage.kvstate import Entry, KVState
 
 __all__ = ["demo", "main"]
 
@@ -103,6 +103,21 @@ def _seq_of(log: ReadOnlyLog, point: str | None) -> int | None:
         return None
     seq, when = parse_point(point)
     return seq if when is None else log.log.seq_at(when)
+
+
+def _state_at(log: ReadOnlyLog, point: str | None) -> tuple[KVState, float]:
+    """The key space's state at ``point`` (None: now), and the time expiry is judged at.
+
+    As ``ks.at()``: the time asked for, the commit time of the seq asked for, or now.
+    """
+    seq, when = (None, None) if point is None else parse_point(point)
+    if when is not None:
+        seq = log.log.seq_at(when)
+    with out.spinner(f"rebuilding {log.name} from its snapshot and log"):
+        state = log.state(seq)
+    if when is not None:
+        return state, when
+    return state, time.time() if seq is None else log.log.time_of(seq) if seq else 0.0
 
 
 def _parse_key(log: ReadOnlyLog, text: str) -> Any:
@@ -179,10 +194,7 @@ def get(store: Path, name: str, key: str, point: str | None, as_json: bool) -> N
     try:
         log = _said_how_far(_log(store, name))
         wanted = _parse_key(log, key)
-        seq = _seq_of(log, point)
-        with out.spinner(f"rebuilding {name} from its snapshot and log"):
-            state = log.state(seq)
-        now = time.time() if seq is None else log.log.time_of(seq) if seq else 0.0
+        state, now = _state_at(log, point)
         entry = state.entries.get(log.stored_key(wanted))
         if entry is None or (entry.expires_at is not None and entry.expires_at <= now):
             _fail(f"{name} has no key {wanted!r}" + (f" at seq {state.seq}" if point else ""))
@@ -205,10 +217,7 @@ def scan(
     """Keys and values of key space NAME, in key order."""
     try:
         log = _said_how_far(_log(store, name))
-        seq = _seq_of(log, point)
-        with out.spinner(f"rebuilding {name} from its snapshot and log"):
-            state = log.state(seq)
-        now = time.time() if seq is None else log.log.time_of(seq) if seq else 0.0
+        state, now = _state_at(log, point)
         rows: list[tuple[Any, Any, Entry]] = []
         for key, value, entry in log.entries(state, now):
             if prefix is not None and not (isinstance(key, str) and key.startswith(prefix)):

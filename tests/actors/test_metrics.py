@@ -5,27 +5,11 @@ from __future__ import annotations
 import urllib.request
 from pathlib import Path
 
-import msgspec
 import pytest
 
-from actors import EventSourcedActor, InvalidOption, Store
+from actors import InvalidOption, Store
 from storage.histogram import BUCKETS, Histogram
-
-
-class Added(msgspec.Struct, tag="added", frozen=True):
-    amount: int
-
-
-class Counter(EventSourcedActor[int]):
-    def initial_state(self) -> int:
-        return 0
-
-    def apply(self, state: int, event: Added) -> int:
-        return state + event.amount
-
-    def add(self, amount: int) -> int:
-        self.emit(Added(amount))
-        return self.state
+from tests.typing.typed_usage import Counter
 
 
 def test_a_histogram_counts_each_value_in_its_power_of_two_bucket() -> None:

@@ -7,30 +7,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 from click.testing import CliRunner, Result
 
-from actors import EventSourcedActor, Store
+from actors import Store
 from actors.cli import main
-
-
-class Added(msgspec.Struct, tag="added", frozen=True):
-    amount: int
-
-
-class Counter(EventSourcedActor[int]):
-    """A custom actor, so that stores hold an actor's log beside key spaces'."""
-
-    def initial_state(self) -> int:
-        return 0
-
-    def apply(self, state: int, event: Added) -> int:
-        return state + event.amount
-
-    def add(self, amount: int) -> int:
-        self.emit(Added(amount))
-        return self.state
+from tests.typing.typed_usage import Counter
 
 
 def run(*args: str | Path) -> Result:

@@ -150,7 +150,7 @@ def test_snapshot_of_an_actor_needs_its_class_importable(
 ) -> None:
     taken = run_json("snapshot", built, "counter")
     assert taken["snapshots"][0]["seq"] == 3
-    monkeypatch.setitem(sys.modules, "tests.cli.conftest", None)  # import fails as elsewhere
+    monkeypatch.setitem(sys.modules, "tests.typing.typed_usage", None)  # import fails as elsewhere
     refused = run("snapshot", built, "counter")
     assert refused.exit_code == 1
     assert "cannot be imported" in refused.stderr

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from actors import Store
-from tests.cli.conftest import Counter, run, run_json
+from tests.cli.conftest import run, run_json
+from tests.typing.typed_usage import Counter
 
 
 def test_inspect_lists_every_log_with_its_seqs_snapshots_head_and_subscribers(built: Path) -> None:
@@ -22,7 +23,7 @@ def test_inspect_lists_every_log_with_its_seqs_snapshots_head_and_subscribers(bu
     assert users["damage"] is None
     assert by_name["places"]["key_type"] == "tuple"
     assert by_name["counter"]["kind"] == "actor"
-    assert by_name["counter"]["actor_class"] == "tests.cli.conftest.Counter"
+    assert by_name["counter"]["actor_class"] == "tests.typing.typed_usage.Counter"
     with Store.open(built) as store:
         anchor = store.keyspace("users").anchor()
     assert users["chain_head"] == anchor.head.hex()
