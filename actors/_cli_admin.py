@@ -50,10 +50,7 @@ def _logs(path: Path) -> list[tuple[str, Path]]:
     """``(label, directory)`` of every log under ``path``: a store, or one log's directory."""
     if any(path.glob("*.seg")):
         return [(path.name, path)]
-    return [
-        (f"{kind}s/{name}" if kind == "actor" else f"keyspaces/{name}", log)
-        for kind, name, log in find_logs(path)
-    ]
+    return [(f"{kind}s/{name}", log) for kind, name, log in find_logs(path)]
 
 
 def _anchors(text: str, labels: list[str]) -> dict[str, Anchor]:

@@ -275,7 +275,7 @@ def tail(store: Path, name: str, first: int | None, follow: bool, as_json: bool)
                 return
             sys.stdout.flush()
             time.sleep(TAIL_POLL)
-            log = _log(store, f"{'keyspaces' if log.kind == 'keyspace' else 'actors'}/{name}")
+            log = _log(store, f"{log.kind}s/{log.name}")  # the files again: new records
     except ActorKVError as exc:
         _fail(exc)
     except KeyboardInterrupt:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from actors import Store
 from tests.cli.conftest import run, run_json
 from tests.typing.typed_usage import Counter
@@ -130,3 +132,20 @@ def test_reads_change_nothing_in_the_store(built: Path) -> None:
     assert after == before
     with Store.open(built) as store:  # and the store still opens as it was
         assert store.spawn("counter", Counter).blocking.add(4) == 10
+
+
+def test_tail_follows_an_actor_named_by_its_folder(
+    built: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pauses = []
+
+    def pause(seconds: float) -> None:  # the second pause ends the follow, as Ctrl-C would
+        pauses.append(seconds)
+        if len(pauses) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr("actors.cli.time.sleep", pause)
+    result = run("tail", built, "actors/counter", "--from", "2", "-f")
+    assert result.exit_code == 0, result.stderr
+    assert [json.loads(line)["seq"] for line in result.stdout.splitlines()] == [2, 3]
+    assert len(pauses) == 2
