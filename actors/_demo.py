@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import click
+import msgspec
 
 from storage import SegmentedLog
 from storage.codec import (
@@ -26,9 +27,13 @@ from storage.kvstate import Entry, KVState
 __all__ = ["demo"]
 
 
-def demo(directory: Path, count: int) -> int:
-    """Write ``count`` puts, a batch and an expiry durably, reopen, replay and check them."""
-    click.echo(f"actorkv demo: log in {directory}")
+def demo(directory: Path, count: int, *, as_json: bool = False) -> int:
+    """Write ``count`` puts, a batch and an expiry durably, reopen, replay and check them.
+
+    Prints what it does as it goes, or (``as_json``) one JSON summary at the end.
+    """
+    say = (lambda _: None) if as_json else click.echo
+    say(f"actorkv demo: log in {directory}")
     now = time.time()
     events = [
         Put(f"user:{i:05d}", encode_value({"n": i, "name": f"user {i}"})) for i in range(count)
@@ -41,18 +46,18 @@ def demo(directory: Path, count: int) -> int:
         log.append_batch([encode_event(event) for event in events])
         log.append(encode_event(batch))
         last = log.append(encode_event(expiry))
-    elapsed = time.perf_counter() - started
-    click.echo(
+    written = time.perf_counter() - started
+    say(
         f"  wrote {count + 1} puts, 1 atomic batch and 1 expiry as seq 1..{last} "
-        f"in {elapsed * 1000:.1f} ms"
+        f"in {written * 1000:.1f} ms"
     )
     started = time.perf_counter()
     with SegmentedLog.open(directory) as log:
         replayed = [(seq, decode_event(payload)) for seq, payload in log.read()]
         recovered = log.recovery
-    elapsed = time.perf_counter() - started
-    click.echo(f"  reopened and replayed {len(replayed)} records in {elapsed * 1000:.1f} ms")
-    click.echo(f"  torn tail cut on open: {recovered or 'none'}")
+    reread = time.perf_counter() - started
+    say(f"  reopened and replayed {len(replayed)} records in {reread * 1000:.1f} ms")
+    say(f"  torn tail cut on open: {recovered or 'none'}")
     folded = KVState()  # the key spaces' own fold: puts, deletes, batches and expiries
     for seq, event in replayed:
         folded.apply(event, seq)
@@ -60,13 +65,23 @@ def demo(directory: Path, count: int) -> int:
     state = {key: _value(entry) for key, entry in folded.scan()}
     expected = count - 1
     ok = len(replayed) == last and len(state) == expected and state["user:00001"] == {"n": -1}
-    click.echo(
+    say(
         f"  state after replay: {len(state)} keys (expected {expected}); first: "
         f"{min(state)!r} -> {state[min(state)]!r}"
     )
-    click.echo(
-        "  OK: every event read back" if ok else "  MISMATCH: replay differs from what was written"
-    )
+    say("  OK: every event read back" if ok else "  MISMATCH: replay differs from what was written")
+    if as_json:
+        summary = {
+            "ok": ok,
+            "directory": str(directory),
+            "records": last,
+            "replayed": len(replayed),
+            "keys": len(state),
+            "expected_keys": expected,
+            "write_seconds": written,
+            "replay_seconds": reread,
+        }
+        click.echo(msgspec.json.encode(summary).decode())
     return 0 if ok else 1
 
 

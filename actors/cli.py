@@ -312,12 +312,13 @@ _cli_admin.register(main)  # verify, anchor, repair, snapshot, compact, restore
 @main.command("demo")
 @click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--count", type=click.IntRange(min=1), default=1000, help="Puts to write.")
-def demo_command(directory: Path | None, count: int) -> None:
+@json_option
+def demo_command(directory: Path | None, count: int, as_json: bool) -> None:
     """Write, reopen and read back a log (in a temporary directory unless given)."""
     if directory is not None:
-        sys.exit(demo(directory, count))
+        sys.exit(demo(directory, count, as_json=as_json))
     with tempfile.TemporaryDirectory(prefix="actorkv-demo-") as tmp:
-        sys.exit(demo(Path(tmp), count))
+        sys.exit(demo(Path(tmp), count, as_json=as_json))
 
 
 if __name__ == "__main__":

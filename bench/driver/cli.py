@@ -130,6 +130,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     parser.add_argument(
+        "--json", action="store_true", help="print results.json to stdout instead of a table"
+    )
+    parser.add_argument(
         "--only",
         type=_names,
         metavar="GROUP[,GROUP]",
@@ -226,6 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.write_json(out / "results.json", machine, config, ctx.notices, rows)
     report.write_markdown(out / "report.md", describe(machine), config, ctx.notices, groups, charts)
 
+    if args.json:  # what results.json holds, on stdout
+        sys.stdout.write((out / "results.json").read_text())
+        return 0
     print()
     print(describe(machine))
     print(f"{len(rows)} rows in {config['seconds']} s; ratio = peer ops/s / actorkv ops/s")

@@ -194,3 +194,29 @@ def test_reads_of_a_log_with_an_incomplete_end_say_how_far_they_read(built: Path
     assert "read up to seq 23" in got.stderr
     assert "not a complete record" in got.stderr
     assert "read up to" not in run("get", built, "places", '["fr", "lyon"]').stderr
+
+
+def test_demo_and_bench_answer_in_json(tmp_path: Path) -> None:
+    summary = run_json("demo", tmp_path / "log", "--count", "20")
+    assert summary["ok"] is True
+    assert (summary["records"], summary["keys"]) == (23, 19)  # 21 puts, a batch, an expiry
+    out = tmp_path / "bench"
+    result = run(
+        "bench",
+        "--quick",
+        "--records",
+        "50",
+        "--ops",
+        "20",
+        "--repeats",
+        "1",
+        "--only",
+        "dbbench",
+        "--engines",
+        "sqlite",
+        "--out",
+        str(out),
+        "--json",
+    )
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout) == json.loads((out / "results.json").read_text())
