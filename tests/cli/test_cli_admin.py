@@ -213,7 +213,7 @@ def test_demo_and_bench_answer_in_json(tmp_path: Path) -> None:
         "--only",
         "dbbench",
         "--engines",
-        "sqlite",
+        "sqlite3",
         "--out",
         str(out),
         "--json",
