@@ -58,30 +58,36 @@ def test_the_bench_command_is_an_entry_point_not_an_import(wheel: zipfile.ZipFil
     )
 
 
-def _public_modules(package: ModuleType) -> list[ModuleType]:
+def _public_modules(package: ModuleType) -> list[str]:
     walked = pkgutil.walk_packages(package.__path__, package.__name__ + ".")
     public = [
         info.name for info in walked if not any(p.startswith("_") for p in info.name.split("."))
     ]
-    return [package, *map(importlib.import_module, public)]
+    return [package.__name__, *public]
 
 
-MODULES = [module for package in (actors, storage) for module in _public_modules(package)]
+MODULES = [name for package in (actors, storage) for name in _public_modules(package)]
 
 
-@pytest.mark.parametrize("module", MODULES, ids=[module.__name__ for module in MODULES])
-def test_each_public_module_exports_every_public_name_it_defines_sorted(module: ModuleType) -> None:
+@pytest.mark.parametrize("name", MODULES)
+def test_each_public_module_exports_every_public_name_it_defines_sorted(name: str) -> None:
+    try:
+        module = importlib.import_module(name)
+    except ImportError as exc:  # a module of an extra that is not installed
+        if "pip install 'actorkv[" not in str(exc):
+            raise
+        pytest.skip(str(exc))
     exported = getattr(module, "__all__", None)
     assert exported is not None, f"{module.__name__} has no __all__"
     assert list(exported) == sorted(exported, key=lambda n: (not n.isupper(), n))
     assert len(set(exported)) == len(exported)
     defined = {
-        name
-        for name, value in vars(module).items()
-        if not name.startswith("_")
+        member
+        for member, value in vars(module).items()
+        if not member.startswith("_")
         and (inspect.isclass(value) or inspect.isfunction(value))
         and getattr(value, "__module__", None) == module.__name__
     }
     assert defined <= set(exported), sorted(defined - set(exported))
-    for name in exported:
-        assert hasattr(module, name), f"{module.__name__}.{name}"
+    for member in exported:
+        assert hasattr(module, member), f"{module.__name__}.{member}"
