@@ -45,6 +45,7 @@ from actors._events import EventCodec, Operation, encode_operation
 from actors._future import Future
 from actors._operations import OperationWindow
 from actors._snapshots import CompactionReport, HistoryPolicy, Snapshots
+from actors._upcasting import UnknownTag, unknown_tag
 from storage import MAX_PAYLOAD_BYTES, SegmentedLog
 from storage.errors import (
     ActorKVError,
@@ -55,6 +56,7 @@ from storage.errors import (
     KeyspaceClosed,
     ReadOnlyStore,
     ReplayFailed,
+    UnknownEventTag,
     WriteFailed,
 )
 from storage.histogram import Histogram
@@ -291,16 +293,23 @@ def decode_chunk(
     Operation ids are taken off the events (noted in ``operations`` if given).
 
     Raises:
-        CorruptLog: A record does not decode as the actor's events (it names the seq).
+        CorruptLog: A record does not decode as the actor's events (it names the seq);
+            ``UnknownEventTag`` when an event's tag is neither current nor upcast.
+        ReplayFailed: An upcaster raised, or returned what is not a current event.
     """
     try:
         return codec.decode_many(payloads, seqs, operations)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnknownTag):
         pass
     for seq, payload in zip(seqs, payloads, strict=True):
         try:
             codec.decode(payload)
+        except UnknownTag as exc:
+            raise UnknownEventTag(log.directory, codec.actor_name, seq, exc.tag) from None
         except msgspec.DecodeError as exc:
+            tag = unknown_tag(payload, codec.types)
+            if tag is not None:
+                raise UnknownEventTag(log.directory, codec.actor_name, seq, tag) from exc
             reason = (
                 f"record {seq} does not decode as {codec.actor_name}'s events ({exc}); "
                 "were event types changed without defaults for new fields?"

@@ -21,6 +21,7 @@ from typing import Any, Final, NamedTuple
 
 import msgspec
 
+from actors._upcasting import Upcasting, check_upcasters
 from storage import MAX_PAYLOAD_BYTES
 from storage.codec import MAX_VALUE_DEPTH, check_depth, on_fresh_stack, too_deep
 from storage.errors import InvalidValue
@@ -90,7 +91,7 @@ MAX_RECORD_BYTES: Final = MAX_PAYLOAD_BYTES - 16
 class EventCodec:
     """Encodes events one by one (to check them early) and joins a command's into a record."""
 
-    __slots__ = ("actor_name", "checkers", "decoder", "decoder_of_many", "types")
+    __slots__ = ("actor_name", "checkers", "decoder", "decoder_of_many", "types", "upcasting")
 
     def __init__(
         self,
@@ -99,9 +100,11 @@ class EventCodec:
         decoder: Any,
         *,
         check_fields: bool = True,
+        upcasting: Upcasting | None = None,
     ) -> None:
         self.actor_name = actor_name
         self.types = types
+        self.upcasting = upcasting  # old tags read through the actor's upcasters
         self.decoder: msgspec.msgpack.Decoder[list[Any]] = decoder
         # Each record's events as a tuple: the garbage collector stops tracking a tuple of
         # untracked objects, not a list (replay allocates one per record).
@@ -186,9 +189,16 @@ class EventCodec:
 
         Raises:
             msgspec.DecodeError: One of them does not decode; :meth:`decode` each to find it.
+            UnknownTag: An event's tag is neither current nor upcast (with upcasters).
+            ReplayFailed: An upcaster raised or returned what is not a current event.
         """
         buffer = _array_header(len(payloads)) + b"".join(payloads)
-        decoded = self.decoder_of_many.decode(buffer)
+        try:
+            decoded = self.decoder_of_many.decode(buffer)
+        except msgspec.DecodeError:
+            if self.upcasting is None:
+                raise
+            decoded = self.upcasting.decode_records(payloads, seqs)  # some are old: upcast
         if _MARK in buffer:  # else no record holds an id: no record need be looked at
             _take_operations(decoded, seqs, operations)
         return decoded
@@ -199,6 +209,10 @@ class EventCodec:
             events: list[Any] = self.decoder.decode(payload)
         except RecursionError:
             events = on_fresh_stack(self.decoder.decode, payload)
+        except msgspec.DecodeError:
+            if self.upcasting is None:
+                raise
+            events = list(self.upcasting.decode_records([payload], None)[0])
         if events and type(events[-1]) is _Ext:
             records = [events]
             _take_operations(records, None, None)
@@ -245,7 +259,10 @@ def event_codec_for(actor_class: type) -> EventCodec:
         msg = f"{name}: its event types cannot be decoded as one union: {exc}"
         raise TypeError(msg) from exc
     check = getattr(actor_class, "check_event_fields", True)
-    return EventCodec(name, types, decoder, check_fields=check)
+    check_upcasters(actor_class, types)
+    upcasters = getattr(actor_class, "upcasters", None)
+    upcasting = Upcasting(name, types, upcasters) if upcasters else None
+    return EventCodec(name, types, decoder, check_fields=check, upcasting=upcasting)
 
 
 def _event_types(actor_class: type) -> tuple[Any, ...]:

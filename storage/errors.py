@@ -62,6 +62,7 @@ __all__ = [
     "StoreForked",
     "StoreLocked",
     "UniqueViolation",
+    "UnknownEventTag",
     "ValueTypeMismatch",
     "VersionConflict",
     "WriteFailed",
@@ -388,6 +389,36 @@ class CorruptLog(ActorKVError):
         )
 
 
+class UnknownEventTag(CorruptLog):
+    """A record holds an event whose tag is neither a current event type's nor upcast.
+
+    Nothing is damaged: the record was written by code whose event types have since been
+    renamed or removed. Map the tag in the actor's ``upcasters`` (``docs/actors.md``,
+    "Changing events"); never repair the log for this.
+
+    Attributes:
+        actor: The actor's class name. seq: The record. tag: The event's tag.
+    """
+
+    def __init__(self, path: str | Path, actor: str, seq: int, tag: object) -> None:
+        self.actor = actor
+        self.seq = seq
+        self.tag = tag
+        reason = (
+            f"record {seq} holds an event tagged {tag!r}, which is neither one of {actor}'s "
+            f"event types nor in {actor}.upcasters"
+        )
+        ActorKVError.__init__(
+            self,
+            f"{path}: {reason}: add an upcaster for {tag!r} ({actor}.upcasters = {{{tag!r}: "
+            "function of its fields -> current events}); the log is not damaged, do not "
+            "repair it",
+        )
+        self.path = Path(path)
+        self.offset = 0
+        self.reason = reason
+
+
 class ReplayFailed(ActorKVError):
     """An actor's ``apply`` raised while replaying a record of its log.
 
@@ -400,14 +431,16 @@ class ReplayFailed(ActorKVError):
         event: The event that ``apply`` raised on.
     """
 
-    def __init__(self, name: str, seq: int, event: object, error: BaseException) -> None:
+    def __init__(
+        self, name: str, seq: int, event: object, error: BaseException, what: str = "apply"
+    ) -> None:
         self.name = name
         self.seq = seq
         self.event = event
         super().__init__(
-            f"actor {name!r}: apply raised {type(error).__name__}: {error} while replaying "
-            f"record {seq} ({event!r:.200}); apply must accept every event in the log: fix it "
-            "and spawn the actor again"
+            f"actor {name!r}: {what} raised {type(error).__name__}: {error} while replaying "
+            f"record {seq} ({event!r:.200}); {what} must accept every event in the log: fix "
+            "it and spawn the actor again"
         )
 
 

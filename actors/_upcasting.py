@@ -1,0 +1,171 @@
+"""Reading records written by older code: ``EventSourcedActor.upcasters``.
+
+An actor's log outlives its event classes. ``upcasters`` maps a tag a record was written
+with (an event type since renamed, split, changed or retired) to a function that takes that
+event's fields as a dict and returns a current event, a list of them, or an empty list (a
+retired event). What a function returns may also be a dict holding an old tag (under the
+union's tag field, ``"type"`` by default), which goes through that tag's upcaster in turn:
+that is how a v1 -> v2 -> v3 chain is written, each old tag mapped once.
+
+Records are never rewritten: the old bytes stay in the log (and its chain and archive stay
+valid); each read decodes them again through the upcasters. The fast path is untouched: a
+chunk of records is decoded with the current types in one call, as before, and only when
+that fails is it decoded untyped and each event dispatched on its tag (current tags are
+converted to their types with ``msgspec.convert``, old ones given to their upcaster).
+An event of an ``array_like`` type arrives at its upcaster as a dict from position to value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import msgspec
+
+from storage.errors import ReplayFailed
+
+__all__ = ["MAX_CHAIN", "UnknownTag", "Upcasting", "check_upcasters", "unknown_tag"]
+
+MAX_CHAIN = 64
+"""Most upcasts one event may go through (a cycle of old tags is a mistake, not a loop)."""
+
+Upcaster = Callable[[dict[Any, Any]], Any]
+
+
+class UnknownTag(Exception):
+    """A record's event has a tag that is neither current nor upcast (for ``decode_chunk``)."""
+
+    def __init__(self, tag: object) -> None:
+        super().__init__(tag)
+        self.tag = tag
+
+
+def check_upcasters(actor_class: type, types: Sequence[type[msgspec.Struct]]) -> None:
+    """Refuse ``upcasters`` that could not work: not a mapping, not callables, a current tag.
+
+    Raises:
+        TypeError: What is wrong and what to write instead.
+    """
+    upcasters = getattr(actor_class, "upcasters", None)
+    if not upcasters:
+        return
+    name = actor_class.__name__
+    if not isinstance(upcasters, Mapping):
+        msg = f"{name}.upcasters must be a dict of old tag -> function, got {upcasters!r:.80}"
+        raise TypeError(msg)
+    current = {event_type.__struct_config__.tag: event_type for event_type in types}
+    for tag, upcaster in upcasters.items():
+        if tag in current:
+            msg = (
+                f"{name}.upcasters maps {tag!r}, the tag of its current event type "
+                f"{current[tag].__name__}: map only tags that no current type has"
+            )
+            raise TypeError(msg)
+        if not callable(upcaster):
+            msg = f"{name}.upcasters[{tag!r}] must be a function of the old event's fields"
+            raise TypeError(msg)
+
+
+class Upcasting:
+    """Decodes records whose events may have old tags, into current events."""
+
+    __slots__ = ("actor_name", "current", "tag_field", "types", "upcasters")
+
+    def __init__(
+        self,
+        actor_name: str,
+        types: Sequence[type[msgspec.Struct]],
+        upcasters: Mapping[Any, Upcaster],
+    ) -> None:
+        self.actor_name = actor_name
+        self.types = tuple(types)
+        self.upcasters = dict(upcasters)
+        self.current = {event_type.__struct_config__.tag: event_type for event_type in types}
+        self.tag_field = types[0].__struct_config__.tag_field if types else "type"
+
+    def decode_records(
+        self, payloads: Sequence[bytes], seqs: Sequence[int] | None
+    ) -> list[tuple[Any, ...]]:
+        """Each record's events, upcast; an operation-id element is kept last, untouched.
+
+        Raises:
+            UnknownTag: An event's tag is neither current nor in the upcasters.
+            msgspec.DecodeError: A record is not MessagePack, or an event does not convert.
+            ReplayFailed: An upcaster raised, or returned something that is not current.
+        """
+        decoded = []
+        for index, payload in enumerate(payloads):
+            events = msgspec.msgpack.decode(payload)
+            if not isinstance(events, list):
+                msg = "a record is not an array of events"
+                raise msgspec.DecodeError(msg)
+            seq = seqs[index] if seqs is not None else 0
+            decoded.append(tuple(self._current(events, seq)))
+        return decoded
+
+    def _current(self, events: Iterable[Any], seq: int) -> Iterable[Any]:
+        for raw in events:
+            if isinstance(raw, msgspec.msgpack.Ext):  # the operation id of a retried command
+                yield raw
+                continue
+            yield from self._upcast(raw, seq, 0)
+
+    def _upcast(self, raw: Any, seq: int, depth: int) -> list[Any]:
+        tag, fields = self._split(raw)
+        event_type = self.current.get(tag)
+        if event_type is not None:
+            return [msgspec.convert(raw, event_type)]
+        upcaster = self.upcasters.get(tag)
+        if upcaster is None:
+            raise UnknownTag(tag)
+        if depth >= MAX_CHAIN:
+            self._refuse(seq, tag, f"a chain of more than {MAX_CHAIN} upcasts (a cycle?)")
+        try:
+            result = upcaster(fields)
+        except Exception as exc:
+            raise ReplayFailed(self.actor_name, seq, raw, exc, f"the upcaster of {tag!r}") from exc
+        produced = result if isinstance(result, list) else [result]
+        found: list[Any] = []
+        for item in produced:
+            if isinstance(item, self.types):
+                found.append(item)
+            elif isinstance(item, dict) and self.tag_field in item:
+                found.extend(self._upcast(item, seq, depth + 1))  # an older tag, in turn
+            else:
+                self._refuse(seq, tag, f"returned {item!r:.80}, not a current event")
+        return found
+
+    def _split(self, raw: Any) -> tuple[Any, dict[Any, Any]]:
+        """An encoded event's tag and its other fields (by position, for an array)."""
+        if isinstance(raw, dict):
+            fields = dict(raw)
+            return fields.pop(self.tag_field, None), fields
+        if isinstance(raw, list) and raw:
+            return raw[0], dict(enumerate(raw[1:]))
+        return None, {}
+
+    def _refuse(self, seq: int, tag: Any, what: str) -> None:
+        problem = TypeError(what)
+        raise ReplayFailed(self.actor_name, seq, tag, problem, f"the upcaster of {tag!r}")
+
+
+def unknown_tag(payload: bytes, types: Sequence[type[msgspec.Struct]]) -> Any:
+    """The first tag in the record ``payload`` that no type of ``types`` has, or None.
+
+    None too when the record is not an array of tagged events at all (damage, not an old
+    event type).
+    """
+    try:
+        events = msgspec.msgpack.decode(payload)
+    except msgspec.DecodeError:
+        return None
+    if not isinstance(events, list) or not types:
+        return None
+    upcasting = Upcasting("", types, {})
+    for raw in events:
+        if isinstance(raw, msgspec.msgpack.Ext):
+            continue
+        tag, _ = upcasting._split(raw)
+        if tag is not None and tag not in upcasting.current:
+            return tag
+    return None

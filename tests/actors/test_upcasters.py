@@ -1,0 +1,284 @@
+"""Logs written by older event types open under the new code, through ``upcasters``.
+
+Each test writes a log with the old classes (as the code of an earlier release would
+have), then spawns the actor's current class on the same log, and checks its state against
+what the current code builds from the same history written with current events.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import msgspec
+import pytest
+
+from actors import CorruptLog, EventSourcedActor, ReplayFailed, Store, UnknownEventTag
+
+OPEN = {"recovery_budget": None}  # no snapshots: every test replays the records themselves
+
+
+# -- the code of the earlier release --------------------------------------------------------
+
+
+class OldDeposited(msgspec.Struct, tag="deposited", frozen=True):
+    amt: int  # renamed to ``amount`` since
+
+
+class OldTransferred(msgspec.Struct, tag="transferred", frozen=True):
+    to: str
+    amount: int  # split into Withdrawn + Sent since
+
+
+class OldNoted(msgspec.Struct, tag="noted", frozen=True):
+    text: str  # retired since
+
+
+class OldFeeCharged(msgspec.Struct, tag="fee", frozen=True):
+    cents: str  # a decimal string then; an int now
+
+
+class OldAccount(EventSourcedActor[int]):
+    event_types = (OldDeposited, OldTransferred, OldNoted, OldFeeCharged)
+
+    def initial_state(self) -> int:
+        return 0
+
+    def apply(self, state: int, event: Any) -> int:
+        return state  # the old code's state does not matter: only its log
+
+    def write(self, event: Any) -> None:
+        self.emit(event)
+
+
+# -- the current code -----------------------------------------------------------------------
+
+
+class Deposited(msgspec.Struct, tag="deposited.v2", frozen=True):
+    amount: int
+
+
+class Withdrawn(msgspec.Struct, tag="withdrawn", frozen=True):
+    amount: int
+
+
+class Sent(msgspec.Struct, tag="sent", frozen=True):
+    to: str
+    amount: int
+
+
+class FeeCharged(msgspec.Struct, tag="fee.v2", frozen=True):
+    cents: int
+
+
+class Account(EventSourcedActor[dict[str, Any]]):
+    """Balance, what was sent where, fees: built from current events only."""
+
+    upcasters: ClassVar[dict[str, Any]] = {
+        "deposited": lambda fields: Deposited(amount=fields["amt"]),
+        "transferred": lambda fields: [
+            Withdrawn(fields["amount"]),
+            Sent(fields["to"], fields["amount"]),
+        ],
+        "noted": lambda fields: [],
+        "fee": lambda fields: FeeCharged(int(fields["cents"])),
+    }
+
+    def initial_state(self) -> dict[str, Any]:
+        return {"balance": 0, "sent": {}, "fees": 0, "events": 0}
+
+    def apply(
+        self, state: dict[str, Any], event: Deposited | Withdrawn | Sent | FeeCharged
+    ) -> dict[str, Any]:
+        state = {**state, "events": state["events"] + 1}
+        match event:
+            case Deposited(amount=amount):
+                state["balance"] += amount
+            case Withdrawn(amount=amount):
+                state["balance"] -= amount
+            case Sent(to=to, amount=amount):
+                state["sent"] = {**state["sent"], to: state["sent"].get(to, 0) + amount}
+            case FeeCharged(cents=cents):
+                state["fees"] += cents
+                state["balance"] -= cents
+        return state
+
+    def write(self, *events: Any) -> None:
+        for event in events:
+            self.emit(event)
+
+
+OLD_HISTORY = [
+    OldDeposited(100),
+    OldNoted("opened at the branch"),
+    OldTransferred("bob", 30),
+    OldFeeCharged("2"),
+    OldDeposited(5),
+]
+SAME_HISTORY = [  # what the current code writes for the same story
+    [Deposited(100)],
+    [],
+    [Withdrawn(30), Sent("bob", 30)],
+    [FeeCharged(2)],
+    [Deposited(5)],
+]
+
+
+def write_old(path: Path, events: list[Any], name: str = "acct") -> None:
+    with Store.open(path, **OPEN) as store:
+        old = store.spawn(name, OldAccount)
+        for event in events:
+            old.blocking.write(event)
+
+
+def state_written_by_current_code(path: Path) -> dict[str, Any]:
+    with Store.open(path, **OPEN) as store:
+        current = store.spawn("acct", Account)
+        for events in SAME_HISTORY:
+            if events:
+                current.blocking.write(*events)
+        state: dict[str, Any] = current.durable_state
+    return state
+
+
+def test_renamed_split_retired_and_retyped_events_replay_as_the_current_code_writes_them(
+    tmp_path: Path,
+) -> None:
+    write_old(tmp_path / "old", OLD_HISTORY)
+    expected = state_written_by_current_code(tmp_path / "new")
+    assert expected == {"balance": 73, "sent": {"bob": 30}, "fees": 2, "events": 5}
+    with Store.open(tmp_path / "old", **OPEN) as store:
+        account = store.spawn("acct", Account)
+        assert account.durable_state == expected
+        assert account.stats().records_replayed == 5
+        account.blocking.write(Deposited(1))  # new records: current types, after the old
+    with Store.open(tmp_path / "old", **OPEN) as store:
+        account = store.spawn("acct", Account)
+        assert account.durable_state == {**expected, "balance": 74, "events": 6}
+        changes = account.subscribe(from_seq=1)  # subscriptions read through them too
+        seen = [changes.next(timeout=5) for _ in range(6)]
+        changes.close()
+    assert [type(change.event).__name__ for change in seen] == [
+        "Deposited",
+        "Withdrawn",
+        "Sent",
+        "FeeCharged",
+        "Deposited",
+        "Deposited",
+    ]
+    assert [change.seq for change in seen] == [1, 3, 3, 4, 5, 6]  # seq 2, the note: retired
+
+
+def test_old_records_are_never_rewritten(tmp_path: Path) -> None:
+    write_old(tmp_path / "store", OLD_HISTORY)
+    log = tmp_path / "store" / "actors" / "acct"
+    before = {path.name: path.read_bytes() for path in log.glob("*.seg")}
+    with Store.open(tmp_path / "store", **OPEN) as store:
+        store.spawn("acct", Account).durable_state  # noqa: B018 - replays through upcasters
+    after = {path.name: path.read_bytes() for path in log.glob("*.seg")}
+    assert after == before
+
+
+class V1(msgspec.Struct, tag="v1", frozen=True):
+    n: int
+
+
+class V1Writer(EventSourcedActor[int]):
+    event_types = (V1,)
+
+    def initial_state(self) -> int:
+        return 0
+
+    def apply(self, state: int, event: V1) -> int:
+        return state
+
+    def write(self, n: int) -> None:
+        self.emit(V1(n))
+
+
+class V3(msgspec.Struct, tag="v3", frozen=True):
+    total: int
+    doubled: bool
+
+
+class Chained(EventSourcedActor[list[tuple[int, bool]]]):
+    """v1 {n} -> v2 {value} -> v3 {total, doubled}: each old tag mapped once."""
+
+    upcasters: ClassVar[dict[str, Any]] = {
+        "v1": lambda fields: {"type": "v2", "value": fields["n"] * 2},
+        "v2": lambda fields: V3(total=fields["value"], doubled=True),
+    }
+
+    def initial_state(self) -> list[tuple[int, bool]]:
+        return []
+
+    def apply(self, state: list[tuple[int, bool]], event: V3) -> list[tuple[int, bool]]:
+        return [*state, (event.total, event.doubled)]
+
+    def write(self, total: int) -> None:
+        self.emit(V3(total, doubled=False))
+
+
+def test_a_chain_of_upcasters_reads_the_oldest_records(tmp_path: Path) -> None:
+    with Store.open(tmp_path, **OPEN) as store:
+        writer = store.spawn("chain", V1Writer)
+        for n in (1, 2, 3):
+            writer.blocking.write(n)
+    with Store.open(tmp_path, **OPEN) as store:
+        chained = store.spawn("chain", Chained)
+        assert chained.durable_state == [(2, True), (4, True), (6, True)]
+        chained.blocking.write(7)
+        assert chained.durable_state[-1] == (7, False)
+
+
+def test_a_tag_neither_current_nor_upcast_names_the_tag_the_record_and_the_fix(
+    tmp_path: Path,
+) -> None:
+    write_old(tmp_path, [OldDeposited(1), OldNoted("x")])
+
+    class NoUpcasterForNotes(Account):
+        upcasters: ClassVar[dict[str, Any]] = {"deposited": lambda fields: Deposited(fields["amt"])}
+
+    class NoUpcasters(Account):
+        upcasters: ClassVar[dict[str, Any]] = {}
+
+    for actor_class, seq, tag in ((NoUpcasterForNotes, 2, "noted"), (NoUpcasters, 1, "deposited")):
+        with Store.open(tmp_path, **OPEN) as store:
+            with pytest.raises(UnknownEventTag) as raised:
+                store.spawn("acct", actor_class)
+        error = raised.value
+        assert isinstance(error, CorruptLog)  # the contract's error, with its own advice
+        assert (error.seq, error.tag, error.actor) == (seq, tag, actor_class.__name__)
+        assert f"add an upcaster for {tag!r}" in str(error)
+        assert "do not repair" in str(error)
+
+
+def test_upcasters_that_cannot_work_are_refused(tmp_path: Path) -> None:
+    class MapsACurrentTag(Account):
+        upcasters: ClassVar[dict[str, Any]] = {"sent": lambda fields: []}
+
+    class NotCallable(Account):
+        upcasters: ClassVar[dict[str, Any]] = {"old": 3}
+
+    with Store.open(tmp_path, **OPEN) as store:
+        with pytest.raises(TypeError, match="current event type Sent"):
+            store.spawn("a", MapsACurrentTag)
+        with pytest.raises(TypeError, match="must be a function"):
+            store.spawn("b", NotCallable)
+
+
+def test_an_upcaster_that_fails_or_returns_an_old_object_says_which(tmp_path: Path) -> None:
+    write_old(tmp_path, [OldDeposited(1)])
+
+    class Raises(Account):
+        upcasters: ClassVar[dict[str, Any]] = {"deposited": lambda fields: fields["gone"]}
+
+    class ReturnsOld(Account):
+        upcasters: ClassVar[dict[str, Any]] = {"deposited": lambda fields: OldDeposited(1)}
+
+    for actor_class, said in ((Raises, "KeyError"), (ReturnsOld, "not a current event")):
+        with Store.open(tmp_path, **OPEN) as store:
+            with pytest.raises(ReplayFailed, match="the upcaster of 'deposited'") as raised:
+                store.spawn("acct", actor_class)
+        assert said in str(raised.value)
+        assert raised.value.seq == 1
