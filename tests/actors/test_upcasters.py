@@ -243,9 +243,8 @@ def test_a_tag_neither_current_nor_upcast_names_the_tag_the_record_and_the_fix(
         upcasters: ClassVar[dict[str, Any]] = {}
 
     for actor_class, seq, tag in ((NoUpcasterForNotes, 2, "noted"), (NoUpcasters, 1, "deposited")):
-        with Store.open(tmp_path, **OPEN) as store:
-            with pytest.raises(UnknownEventTag) as raised:
-                store.spawn("acct", actor_class)
+        with Store.open(tmp_path, **OPEN) as store, pytest.raises(UnknownEventTag) as raised:
+            store.spawn("acct", actor_class)
         error = raised.value
         assert isinstance(error, CorruptLog)  # the contract's error, with its own advice
         assert (error.seq, error.tag, error.actor) == (seq, tag, actor_class.__name__)
@@ -277,8 +276,8 @@ def test_an_upcaster_that_fails_or_returns_an_old_object_says_which(tmp_path: Pa
         upcasters: ClassVar[dict[str, Any]] = {"deposited": lambda fields: OldDeposited(1)}
 
     for actor_class, said in ((Raises, "KeyError"), (ReturnsOld, "not a current event")):
-        with Store.open(tmp_path, **OPEN) as store:
-            with pytest.raises(ReplayFailed, match="the upcaster of 'deposited'") as raised:
-                store.spawn("acct", actor_class)
+        refused = pytest.raises(ReplayFailed, match="the upcaster of 'deposited'")
+        with Store.open(tmp_path, **OPEN) as store, refused as raised:
+            store.spawn("acct", actor_class)
         assert said in str(raised.value)
         assert raised.value.seq == 1
