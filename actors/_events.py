@@ -198,7 +198,7 @@ class EventCodec:
         except msgspec.DecodeError:
             if self.upcasting is None:
                 raise
-            decoded = self.upcasting.decode_records(payloads, seqs)  # some are old: upcast
+            decoded = self.upcasting.decode_records(buffer, seqs)  # some are old: upcast
         if _MARK in buffer:  # else no record holds an id: no record need be looked at
             _take_operations(decoded, seqs, operations)
         return decoded
@@ -212,7 +212,7 @@ class EventCodec:
         except msgspec.DecodeError:
             if self.upcasting is None:
                 raise
-            events = list(self.upcasting.decode_records([payload], None)[0])
+            events = list(self.upcasting.decode_records(_array_header(1) + payload, None)[0])
         if events and type(events[-1]) is _Ext:
             records = [events]
             _take_operations(records, None, None)

@@ -17,7 +17,7 @@ An event of an ``array_like`` type arrives at its upcaster as a dict from positi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -69,7 +69,7 @@ def check_upcasters(actor_class: type, types: Sequence[type[msgspec.Struct]]) ->
 class Upcasting:
     """Decodes records whose events may have old tags, into current events."""
 
-    __slots__ = ("actor_name", "current", "tag_field", "types", "upcasters")
+    __slots__ = ("actor_name", "current", "exact", "tag_field", "types", "upcasters")
 
     def __init__(
         self,
@@ -82,33 +82,61 @@ class Upcasting:
         self.upcasters = dict(upcasters)
         self.current = {event_type.__struct_config__.tag: event_type for event_type in types}
         self.tag_field = types[0].__struct_config__.tag_field if types else "type"
+        self.exact = frozenset(self.types)  # ``type(x) in exact``: the loop's quick check
 
-    def decode_records(
-        self, payloads: Sequence[bytes], seqs: Sequence[int] | None
-    ) -> list[tuple[Any, ...]]:
+    def decode_records(self, buffer: bytes, seqs: Sequence[int] | None) -> list[tuple[Any, ...]]:
         """Each record's events, upcast; an operation-id element is kept last, untouched.
+
+        ``buffer`` is the records' payloads in one MessagePack array (one decoder call).
+        The common case, an old event that one upcaster turns into one current event, takes
+        a dict lookup and the upcaster's call: the loop is written out for it.
 
         Raises:
             UnknownTag: An event's tag is neither current nor in the upcasters.
             msgspec.DecodeError: A record is not MessagePack, or an event does not convert.
             ReplayFailed: An upcaster raised, or returned something that is not current.
         """
+        records = msgspec.msgpack.decode(buffer)
+        upcasters, current, tag_field, exact = (
+            self.upcasters,
+            self.current,
+            self.tag_field,
+            self.exact,
+        )
         decoded = []
-        for index, payload in enumerate(payloads):
-            events = msgspec.msgpack.decode(payload)
-            if not isinstance(events, list):
+        for index, events in enumerate(records):
+            if type(events) is not list:
                 msg = "a record is not an array of events"
                 raise msgspec.DecodeError(msg)
-            seq = seqs[index] if seqs is not None else 0
-            decoded.append(tuple(self._current(events, seq)))
+            found: list[Any] = []
+            for raw in events:
+                if type(raw) is dict:
+                    tag = raw.pop(tag_field, None)  # a fresh dict of ours: no copy needed
+                    upcaster = upcasters.get(tag)
+                    if upcaster is not None:
+                        try:
+                            result = upcaster(raw)
+                        except Exception as exc:
+                            seq = seqs[index] if seqs is not None else 0
+                            what = f"the upcaster of {tag!r}"
+                            raise ReplayFailed(self.actor_name, seq, raw, exc, what) from exc
+                        if type(result) in exact:
+                            found.append(result)
+                        else:  # several, none, an older tag's dict, or a mistake
+                            seq = seqs[index] if seqs is not None else 0
+                            found.extend(self._expand(result, tag, seq, 0))
+                        continue
+                    if tag not in current:
+                        raise UnknownTag(tag)
+                    raw[tag_field] = tag
+                    found.append(msgspec.convert(raw, current[tag]))
+                    continue
+                if isinstance(raw, msgspec.msgpack.Ext):  # a retried command's operation id
+                    found.append(raw)
+                    continue
+                found.extend(self._upcast(raw, seqs[index] if seqs is not None else 0, 0))
+            decoded.append(tuple(found))
         return decoded
-
-    def _current(self, events: Iterable[Any], seq: int) -> Iterable[Any]:
-        for raw in events:
-            if isinstance(raw, msgspec.msgpack.Ext):  # the operation id of a retried command
-                yield raw
-                continue
-            yield from self._upcast(raw, seq, 0)
 
     def _upcast(self, raw: Any, seq: int, depth: int) -> list[Any]:
         tag, fields = self._split(raw)
@@ -124,6 +152,10 @@ class Upcasting:
             result = upcaster(fields)
         except Exception as exc:
             raise ReplayFailed(self.actor_name, seq, raw, exc, f"the upcaster of {tag!r}") from exc
+        return self._expand(result, tag, seq, depth)
+
+    def _expand(self, result: Any, tag: Any, seq: int, depth: int) -> list[Any]:
+        """What an upcaster returned, as current events (older tags' dicts upcast in turn)."""
         produced = result if isinstance(result, list) else [result]
         found: list[Any] = []
         for item in produced:

@@ -12,6 +12,8 @@ from typing import Any, ClassVar
 
 import msgspec
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from actors import CorruptLog, EventSourcedActor, ReplayFailed, Store, UnknownEventTag
 
@@ -281,3 +283,94 @@ def test_an_upcaster_that_fails_or_returns_an_old_object_says_which(tmp_path: Pa
             store.spawn("acct", actor_class)
         assert said in str(raised.value)
         assert raised.value.seq == 1
+
+
+class Count(msgspec.Struct, tag="count", frozen=True):
+    x: int
+
+
+class Counted(EventSourcedActor[list[int]]):
+    upcasters: ClassVar[dict[Any, Any]] = {}
+
+    def initial_state(self) -> list[int]:
+        return []
+
+    def apply(self, state: list[int], event: Count) -> list[int]:
+        return [*state, event.x]
+
+
+def test_a_splitting_upcaster_runs_once_per_old_event(tmp_path: Path) -> None:
+    calls = []
+
+    def split(fields: dict[str, Any]) -> list[Count]:
+        calls.append(fields["x"])
+        return [Count(fields["x"]), Count(-fields["x"])]
+
+    class Splits(Counted):
+        upcasters: ClassVar[dict[Any, Any]] = {"pair": split}
+
+    write_raw(tmp_path, [[{"type": "pair", "x": 1}], [{"type": "pair", "x": 2}]])
+    with Store.open(tmp_path, **OPEN) as store:
+        assert store.spawn("counted", Splits).durable_state == [1, -1, 2, -2]
+    assert calls == [1, 2]
+
+
+def write_raw(path: Path, records: list[list[dict[str, Any]]]) -> None:
+    """Records of events as an older release encoded them: maps with their tag."""
+    from storage import SegmentedLog
+
+    with Store.open(path, **OPEN):
+        pass
+    encode = msgspec.msgpack.encode
+    with SegmentedLog.open(path / "actors" / "counted", fsync="never") as log:
+        log.append_batch([encode(events) for events in records])
+
+
+@given(
+    steps=st.lists(st.tuples(st.integers(-3, 3), st.integers(-5, 5)), min_size=1, max_size=4),
+    records=st.lists(
+        st.lists(st.tuples(st.integers(0, 4), st.integers(-100, 100)), max_size=3),
+        max_size=25,
+    ),
+)
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_random_upcaster_chains_equal_their_composed_functions(
+    tmp_path_factory: pytest.TempPathFactory,
+    steps: list[tuple[int, int]],
+    records: list[list[tuple[int, int]]],
+) -> None:
+    """Old tags t0 -> t1 -> ... -> Count, each step x -> a*x + b; events of any of them."""
+    length = len(steps)
+    tags = [f"t{k}" for k in range(length)]
+
+    def step(k: int) -> Any:
+        a, b = steps[k]
+        if k == length - 1:
+            return lambda fields: Count(a * fields["x"] + b)
+        return lambda fields: {"type": tags[k + 1], "x": a * fields["x"] + b}
+
+    class Chain(Counted):
+        upcasters: ClassVar[dict[Any, Any]] = {tags[k]: step(k) for k in range(length)}
+
+    def composed(k: int, x: int) -> int:
+        for a, b in steps[k:]:
+            x = a * x + b
+        return x
+
+    written, expected = [], []
+    for record in records:
+        events = []
+        for which, x in record:
+            if which >= length:  # a current event among the old ones
+                events.append({"type": "count", "x": x})
+                expected.append(x)
+            else:
+                events.append({"type": tags[which], "x": x})
+                expected.append(composed(which, x))
+        written.append(events)
+    path = tmp_path_factory.mktemp("chain")
+    write_raw(path, written)
+    with Store.open(path, **OPEN) as store:
+        assert store.spawn("counted", Chain).durable_state == expected
