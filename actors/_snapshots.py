@@ -13,6 +13,7 @@ actors' (one item: the state, as ``snapshot_state`` makes it encodable).
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import time
@@ -27,7 +28,7 @@ import msgspec
 from actors._actor import EventSourcedActor
 from storage import _fileio
 from storage._format import BROKEN_SUFFIX, FORMAT_VERSION, ZERO_HEAD
-from storage.errors import CorruptLog, InvalidOperation, opening
+from storage.errors import CorruptLog, InvalidOperation, SnapshotSchemaMismatch, opening
 from storage.histogram import Histogram
 from storage.kv_snapshot import capture, encode_chunks, load_state, schema_of
 from storage.kv_versions import DEFAULT_RECENT_VERSIONS
@@ -136,14 +137,17 @@ class StateSnapshots:
         kind, seq, schema, chunks = read_snapshot(path)
         if kind != KIND_ACTOR:
             raise CorruptLog(path, 10, f"snapshot of kind {kind} is not an actor's")
-        if schema != self._schema:
-            raise CorruptLog(path, 20, "snapshot written by another schema of this actor")
+        converts = schema != self._schema and takes_schema_version(type(actor))
+        if schema != self._schema and not converts:
+            raise OtherSchema(path, schema, self._schema)
         items: list[Any] = []
         for payload in chunks:  # consumed to the end: the digest is checked last
             items.extend(msgspec.msgpack.decode(payload))
         if len(items) != 1:
             raise CorruptLog(path, 0, f"an actor's snapshot holds {len(items)} items, not 1")
         data = items[0]
+        if converts:  # the actor converts snapshots of its other schemas itself
+            return actor.restore_state(data, schema), seq  # type: ignore[call-arg]
         overridden = type(actor).restore_state is not EventSourcedActor.restore_state
         if self._state_type is not None and not overridden:
             try:
@@ -152,6 +156,28 @@ class StateSnapshots:
                 reason = f"snapshot does not fit the state type ({exc})"
                 raise CorruptLog(path, 0, reason) from exc
         return actor.restore_state(data), seq
+
+
+class OtherSchema(CorruptLog):
+    """A snapshot written by another schema of the actor: not damaged, not usable as is."""
+
+    def __init__(self, path: Path, written: int, current: int) -> None:
+        super().__init__(path, 20, f"written by schema {written}, the actor's is {current}")
+        self.written = written
+        self.current = current
+
+
+def takes_schema_version(actor_class: type) -> bool:
+    """Whether the class's ``restore_state`` takes ``(data, schema_version)``."""
+    method = getattr(actor_class, "restore_state", None)
+    if method is None or method is EventSourcedActor.restore_state:
+        return False
+    try:
+        parameters = list(inspect.signature(method).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 3 or any(p.name == "schema_version" for p in parameters)
 
 
 def schema_id(actor_class: type[EventSourcedActor[Any]]) -> int:
@@ -207,6 +233,7 @@ class Snapshots:
         manifest = read_manifest(self.directory)
         listed = self.listed = manifest.snapshots if manifest is not None else ()
         failures: list[str] = []
+        others: list[OtherSchema] = []
         for entry in listed:
             path = self.directory / entry.file
             if entry.seq > last_seq:
@@ -220,6 +247,10 @@ class Snapshots:
                 continue
             try:
                 state, seq = self.codec.load(actor, path)
+            except OtherSchema as exc:  # not damaged: kept listed, for the code that wrote it
+                logger.warning("snapshot %s is of another schema (%s); not used", path, exc)
+                others.append(exc)
+                continue
             except (CorruptLog, OSError) as exc:
                 logger.warning("snapshot %s is not usable (%s); trying an older one", path, exc)
                 failures.append(f"{entry.file}: {exc}")
@@ -232,7 +263,15 @@ class Snapshots:
             self.newest = SnapshotInfo(seq, entry.bytes, path, entry.items)
             return state, seq
         if first_seq <= 1:
-            return None
+            return None  # what no snapshot gives, a replay from the first record does
+        if others:
+            raise SnapshotSchemaMismatch(
+                type(actor).__name__,
+                str(others[0].path),
+                others[0].written,
+                others[0].current,
+                first_seq,
+            )
         reason = (
             f"the log starts at seq {first_seq} (older segments were dropped) and no "
             f"snapshot that could continue it verifies: {'; '.join(failures) or 'none listed'}"

@@ -58,6 +58,7 @@ __all__ = [
     "OpenFailed",
     "ReadOnlyStore",
     "ReplayFailed",
+    "SnapshotSchemaMismatch",
     "StopTimeout",
     "StoreForked",
     "StoreLocked",
@@ -386,6 +387,33 @@ class CorruptLog(ActorKVError):
         super().__init__(
             f"corrupt log {self.path} at offset {offset}: {reason}; restore from a backup "
             "or run storage.repair() on the log directory to cut at the damage (keeps a copy)"
+        )
+
+
+class SnapshotSchemaMismatch(ActorKVError):
+    """The only snapshots an actor could start from were written by another schema of it.
+
+    The log no longer holds the records before them (retention dropped them), so a replay
+    cannot stand in. Nothing is damaged, and no state is guessed.
+
+    Attributes:
+        actor: The actor's class name. snapshot: The newest such snapshot's file.
+        written: The schema it was written with. current: The actor's schema now.
+    """
+
+    def __init__(
+        self, actor: str, snapshot: str, written: int, current: int, first_seq: int
+    ) -> None:
+        self.actor = actor
+        self.snapshot = snapshot
+        self.written = written
+        self.current = current
+        super().__init__(
+            f"{actor}: snapshot {snapshot} was written by schema {written} of the actor, and "
+            f"its schema is {current} now; the log starts at seq {first_seq}, so the records "
+            "before the snapshot cannot be replayed instead. Define "
+            f"{actor}.restore_state(self, data, schema_version) to convert what that schema "
+            f"stored, or set schema_version = {written} if the state's shape did not change"
         )
 
 

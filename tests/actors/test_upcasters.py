@@ -15,7 +15,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from actors import CorruptLog, EventSourcedActor, ReplayFailed, Store, UnknownEventTag
+from actors import (
+    CorruptLog,
+    EventSourcedActor,
+    ReplayFailed,
+    SnapshotSchemaMismatch,
+    Store,
+    UnknownEventTag,
+)
 
 OPEN = {"recovery_budget": None}  # no snapshots: every test replays the records themselves
 
@@ -374,3 +381,85 @@ def test_random_upcaster_chains_equal_their_composed_functions(
     write_raw(path, written)
     with Store.open(path, **OPEN) as store:
         assert store.spawn("counted", Chain).durable_state == expected
+
+
+# -- snapshots of another schema ---------------------------------------------------------------
+
+
+class Tally(EventSourcedActor[dict[str, int]]):
+    """Schema 1: the state is {"total": n}."""
+
+    schema_version: ClassVar[int | None] = 1
+
+    def initial_state(self) -> dict[str, int]:
+        return {"total": 0}
+
+    def apply(self, state: dict[str, int], event: Count) -> dict[str, int]:
+        return {"total": state["total"] + event.x}
+
+    def add(self, x: int) -> int:
+        self.emit(Count(x))
+        return self.state["total"]
+
+
+class TallyV2(Tally):
+    """Schema 2: the state is {"sum": n, "count": k}; replay rebuilds it from the events."""
+
+    schema_version: ClassVar[int | None] = 2
+
+    def initial_state(self) -> dict[str, int]:  # type: ignore[override]
+        return {"sum": 0, "count": 0}
+
+    def apply(self, state: dict[str, int], event: Count) -> dict[str, int]:
+        return {"sum": state["sum"] + event.x, "count": state["count"] + 1}
+
+
+class TallyV2Converting(TallyV2):
+    def restore_state(self, data: Any, schema_version: int | None = None) -> dict[str, int]:  # type: ignore[override]
+        if schema_version == 1:  # schema 1 did not count: say so rather than guess
+            return {"sum": data["total"], "count": -1}
+        return dict(data)
+
+
+def tally_store(path: Path, **options: Any) -> None:
+    with Store.open(path, recovery_budget=None, segment_bytes=4096, **options) as store:
+        tally = store.spawn("counted", Tally)
+        for _ in range(300):
+            tally.blocking.add(1)
+        tally.snapshot().get(timeout=30)
+        tally.blocking.add(5)
+
+
+def test_a_snapshot_of_another_schema_is_converted_by_restore_state_when_defined(
+    tmp_path: Path,
+) -> None:
+    tally_store(tmp_path)
+    with Store.open(tmp_path, recovery_budget=None) as store:
+        tally = store.spawn("counted", TallyV2Converting)
+        assert tally.durable_state == {"sum": 305, "count": 0}  # converted (-1), then +1
+        assert tally.stats().records_replayed == 1
+
+
+def test_a_snapshot_of_another_schema_is_replayed_past_when_the_log_holds_the_records(
+    tmp_path: Path,
+) -> None:
+    tally_store(tmp_path)
+    with Store.open(tmp_path, recovery_budget=None) as store:
+        tally = store.spawn("counted", TallyV2)
+        assert tally.durable_state == {"sum": 305, "count": 301}  # never a wrong state
+        assert tally.stats().records_replayed == 301
+    with Store.open(tmp_path, recovery_budget=None) as store:  # the old code's still usable
+        assert store.spawn("counted", Tally).stats().records_replayed == 1
+
+
+def test_a_snapshot_of_another_schema_with_no_records_before_it_says_what_to_define(
+    tmp_path: Path,
+) -> None:
+    tally_store(tmp_path, retention=0)
+    refused = pytest.raises(SnapshotSchemaMismatch)
+    with Store.open(tmp_path, recovery_budget=None) as store, refused as raised:
+        store.spawn("counted", TallyV2)
+    error = raised.value
+    assert (error.actor, error.written, error.current) == ("TallyV2", 1, 2)
+    assert "00000000000000000300.snap" in error.snapshot
+    assert "restore_state(self, data, schema_version)" in str(error)
