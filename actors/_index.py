@@ -177,13 +177,11 @@ def reconcile_indexes(
     return chosen
 
 
-def value_decoder(value_type: Any) -> Callable[[bytes], Any]:
+def value_decoder(
+    value_type: Any, upcaster: Callable[[Any], Any] | None = None
+) -> Callable[[bytes], Any]:
     """Stored bytes -> the value readers see (InvalidValue if it does not decode)."""
-    decode = (
-        msgspec.msgpack.Decoder(value_type).decode
-        if value_type is not None
-        else msgspec.msgpack.Decoder().decode
-    )
+    decode = reading_decoder(value_type, upcaster)
 
     def decoded(data: bytes) -> Any:
         try:
@@ -193,6 +191,32 @@ def value_decoder(value_type: Any) -> Callable[[bytes], Any]:
             raise InvalidValue(msg) from exc
 
     return decoded
+
+
+def reading_decoder(
+    value_type: Any, upcaster: Callable[[Any], Any] | None = None
+) -> Callable[[bytes], Any]:
+    """Stored bytes -> a value of ``value_type``, older ones through ``upcaster``.
+
+    A value that decodes as ``value_type`` is returned as is (the fast path); one that does
+    not is decoded untyped, given to ``upcaster`` and converted to ``value_type``: that is
+    how values written before a change of ``value_type`` are read. Raises
+    ``msgspec.ValidationError`` when even that fails.
+    """
+    if value_type is None:
+        return msgspec.msgpack.Decoder().decode
+    typed = msgspec.msgpack.Decoder(value_type).decode
+    if upcaster is None:
+        return typed
+    untyped = msgspec.msgpack.Decoder().decode
+
+    def decode(data: bytes) -> Any:
+        try:
+            return typed(data)
+        except msgspec.ValidationError:
+            return msgspec.convert(upcaster(untyped(data)), value_type)
+
+    return decode
 
 
 class IndexQuery:

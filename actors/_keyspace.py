@@ -19,7 +19,7 @@ from actors._batch import WriteBatch
 from actors._core import ActorStats, Command
 from actors._future import Future
 from actors._handle import ActorHandle
-from actors._index import Index, KeySpaceIndexes
+from actors._index import Index, KeySpaceIndexes, reading_decoder
 from actors._keyspace_actor import KeySpaceActor, Receipt
 from actors._keyspace_history import KeySpaceHistory
 from actors._keyspace_input import (
@@ -81,6 +81,7 @@ class KeySpace(KeySpaceHistory, KeySpaceIndexes, MutableMapping[K, V], Generic[K
         state: KVState,
         options: KeySpaceOptions,
         indexes: dict[str, Index] | None = None,
+        value_upcaster: Callable[[Any], Any] | None = None,
     ) -> None:
         """Wrap a running key space actor; use ``Store.keyspace`` instead."""
         self.name = name
@@ -95,11 +96,9 @@ class KeySpace(KeySpaceHistory, KeySpaceIndexes, MutableMapping[K, V], Generic[K
         self._max_key_bytes = options.max_key_bytes
         self._max_value_bytes = options.max_value_bytes
         value_type = self._value_type = options.value_type
-        self._decode = (
-            msgspec.msgpack.Decoder(value_type).decode
-            if value_type is not None
-            else msgspec.msgpack.Decoder().decode
-        )
+        self.value_upcaster = value_upcaster
+        self._decode = reading_decoder(value_type, value_upcaster)  # reads: old values too
+        self._check_value = reading_decoder(value_type)  # writes: only the current type
         # Blocking writes run in the caller's thread when the actor is idle (actors._core);
         # the *_async ones queue and are answered through a future.
         self._execute = actor.execute
@@ -557,7 +556,7 @@ class KeySpace(KeySpaceHistory, KeySpaceIndexes, MutableMapping[K, V], Generic[K
             raise InvalidValue(msg)
         if self._value_type is not None:
             try:
-                self._decode(raw)
+                self._check_value(raw)
             except msgspec.ValidationError as exc:
                 msg = f"value does not match value_type {self.options.value_type!r}: {exc}"
                 raise InvalidValue(msg) from exc

@@ -86,6 +86,7 @@ class KeySpaceExtras(TypedDict, total=False):
     retention: float | None
     recent_versions: int
     indexes: dict[str, Index] | None
+    value_upcaster: Callable[[Any], Any] | None
 
 
 P = TypeVar("P", bound=Projection[Any])
@@ -464,6 +465,7 @@ class Store:
         retention: float | _Default | None = _DEFAULT,
         recent_versions: int | _Default = _DEFAULT,
         indexes: dict[str, Index] | None = None,
+        value_upcaster: Callable[[Any], Any] | None = None,
     ) -> KeySpace[Any, Any]:
         """Open the key space ``name``, creating it if new and recovering it from its log.
 
@@ -484,6 +486,10 @@ class Store:
                 keeps them: field indexes come back at every open without being named
                 again; key-function ones must be passed again (the function is code).
                 A new one is built at open, before this returns.
+            value_upcaster: For a ``value_type`` that changed: a function of an older
+                stored value (decoded untyped) returning a value of ``value_type``. Values
+                that decode as ``value_type`` never reach it; older ones are converted on
+                every read (and for indexes, on replay), never rewritten.
 
         Raises:
             InvalidName: A bad name. InvalidOption: A bad option, options that differ from
@@ -494,6 +500,13 @@ class Store:
         """
         check_name(name, "key space")
         options = KeySpaceOptions(key_type, value_type, max_key_bytes, max_value_bytes)
+        if value_upcaster is not None and (value_type is None or not callable(value_upcaster)):
+            msg = (
+                "value_upcaster= converts older values to value_type: give a function and a "
+                f"value_type (got value_upcaster={value_upcaster!r:.60}, "
+                f"value_type={value_type!r:.60})"
+            )
+            raise InvalidOption(msg)
         history = check_history(
             self._history.recovery_budget if recovery_budget is _DEFAULT else recovery_budget,
             self._history.retention if retention is _DEFAULT else retention,
@@ -505,6 +518,9 @@ class Store:
             if running is not None and running._actor.alive:
                 if running.options != options:
                     msg = f"key space {name!r} is open with other options: {running.options}"
+                    raise InvalidOption(msg)
+                if value_upcaster is not None and value_upcaster is not running.value_upcaster:
+                    msg = f"key space {name!r} is open with another value_upcaster"
                     raise InvalidOption(msg)
                 if indexes is not None and any(
                     running.indexes().get(index_name) != index
@@ -530,7 +546,7 @@ class Store:
                     "decode_scalars": value_type is None,
                     "recent_versions": history.recent_versions,
                     "indexes": [index.spec(index_name) for index_name, index in chosen.items()],
-                    "decode_value": value_decoder(value_type),
+                    "decode_value": value_decoder(value_type, value_upcaster),
                 },
                 Manifest(
                     format_version=FORMAT_VERSION,
@@ -540,7 +556,7 @@ class Store:
                 history,
             )
             handle_class = TupleKeySpace if key_type is tuple else KeySpace
-            keyspace = handle_class(name, handle, actor.state, options, chosen)
+            keyspace = handle_class(name, handle, actor.state, options, chosen, value_upcaster)
             if self._sample_reads is not None:
                 sample_gets(keyspace, self._sample_reads)
             if tuple(index.definition(n) for n, index in sorted(chosen.items())) != stored_indexes:
