@@ -17,10 +17,12 @@ group.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from actors._events import EventCodec
+from storage.errors import InvalidInput
 
 if TYPE_CHECKING:
     from actors._core import Published
@@ -250,3 +252,26 @@ def command_of(actor_class: type, command: object) -> str:
         )
         raise AttributeError(msg)
     return name
+
+
+def import_actor_class(recorded: str, name: str) -> type[EventSourcedActor[Any]]:
+    """The class a manifest records (``module.QualName``) for the actor ``name``, imported.
+
+    Raises:
+        InvalidInput: It cannot be imported here (says where it is looked for).
+    """
+    module, _, qualname = recorded.rpartition(".")
+    try:
+        found: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError, ValueError) as exc:
+        msg = (
+            f"actor {name!r} is a {recorded}, which cannot be imported here ({exc}); run "
+            "this where its code is importable (PYTHONPATH), or pass its class"
+        )
+        raise InvalidInput(msg) from None
+    if not (isinstance(found, type) and issubclass(found, EventSourcedActor)):
+        msg = f"actor {name!r}: {recorded} is not an EventSourcedActor class"
+        raise InvalidInput(msg)
+    return found

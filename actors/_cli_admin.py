@@ -8,7 +8,6 @@ new directory.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import itertools
 import sys
 import time
@@ -20,7 +19,7 @@ import click
 import msgspec
 
 from actors import _cli_output as out
-from actors._actor import EventSourcedActor
+from actors._actor import EventSourcedActor, import_actor_class
 from actors._inspect import ReadOnlyLog, find_logs, parse_point
 from actors._store import Store
 from storage import DirectoryLock
@@ -275,18 +274,7 @@ def _actor_class(log: ReadOnlyLog) -> type[EventSourcedActor[Any]]:
     if not recorded:
         msg = f"actor {log.name!r}: its manifest does not name its class, so it cannot be opened"
         raise InvalidInput(msg)
-    module, _, qualname = recorded.rpartition(".")
-    try:
-        found: Any = importlib.import_module(module)
-        for part in qualname.split("."):
-            found = getattr(found, part)
-    except (ImportError, AttributeError) as exc:
-        msg = (
-            f"actor {log.name!r} is a {recorded}, which cannot be imported here ({exc}); run "
-            "this where its code is importable (PYTHONPATH), or name only key spaces"
-        )
-        raise InvalidInput(msg) from None
-    return found  # type: ignore[no-any-return]
+    return import_actor_class(recorded, log.name)
 
 
 @contextlib.contextmanager

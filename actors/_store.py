@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, overload
 
 from typing_extensions import Unpack
 
-from actors._actor import EventSourcedActor
+from actors._actor import EventSourcedActor, import_actor_class
 from actors._core import ReplayProgress
 from actors._drop import DROPPED_PREFIX, drop_directory, finish_drops
 from actors._fork import finish_forks, write_fork
@@ -30,6 +30,7 @@ from actors._keyspace_actor import KeySpaceActor
 from actors._keyspace_input import key_type_name
 from actors._metrics import check_sample_reads, sample_gets
 from actors._metrics import collect as collect_metrics
+from actors._migrate import MigrationReport, finish_migrations, migrate_log
 from actors._names import check_name
 from actors._open_stores import open_stores
 from actors._projection import Projection, ProjectionFeeder, feed_class_check
@@ -259,6 +260,7 @@ class Store:
                 with opening(directory, "removing a dropped key space in"):
                     finish_drops(directory / KEYSPACES_DIR)
                     finish_forks(directory / KEYSPACES_DIR)
+                    finish_migrations(directory / ACTORS_DIR)
             shipper = None
             if shipping is not None:
                 shipper = StoreShipper.start(
@@ -629,6 +631,55 @@ class Store:
                     keyed=self.options.chain_key is not None,
                 )
         return origin.options
+
+    def migrate(
+        self, name: str, actor_class: type[EventSourcedActor[Any]] | None = None
+    ) -> MigrationReport:
+        """Rewrite the log of actor ``name`` through its class's ``upcasters``, offline.
+
+        Every record is written again with the current event types into a new log with the
+        same seqs and commit times; the old log is kept as a backup beside it (see
+        ``actors/_migrate.py`` for what changes: the chain, snapshots, operation ids).
+        Only needed to have old records gone: upcasters read them either way.
+
+        Args:
+            name: The actor; it must not be running in this store.
+            actor_class: Its class; by default the one its manifest records, imported.
+
+        Raises:
+            InvalidOperation: It is running, is a key space (whose values ``value_upcaster``
+                converts on read), has no upcasters, or its log does not start at seq 1.
+            InvalidInput: No such actor, or its class cannot be imported.
+        """
+        self._check_writes(f"migrate({name!r})")
+        check_name(name, "actor")
+        with self._mutex:
+            self._check_open()
+            if name in self._handles:
+                msg = f"actor {name!r} is running: migrate it before spawning it"
+                raise InvalidOperation(msg)
+            directory = self.path / ACTORS_DIR / name
+            if not directory.is_dir():
+                if (self.path / KEYSPACES_DIR / name).is_dir():
+                    msg = (
+                        f"{name!r} is a key space: its values are converted on read by "
+                        "value_upcaster=; migrate rewrites an actor's events"
+                    )
+                    raise InvalidOperation(msg)
+                msg = f"the store has no actor {name!r}"
+                raise InvalidInput(msg)
+            if actor_class is None:
+                stored = read_manifest(directory)
+                recorded = stored.actor_class if stored is not None else None
+                if not recorded:
+                    msg = f"actor {name!r}: its manifest names no class; pass actor_class"
+                    raise InvalidInput(msg)
+                actor_class = import_actor_class(recorded, name)
+            lock = DirectoryLock.acquire(directory)  # nothing else opens the log meanwhile
+            try:
+                return migrate_log(directory, actor_class, chain_key=self.options.chain_key)
+            finally:
+                lock.release()
 
     def drop_keyspace(self, name: str) -> bool:
         """Stop the key space ``name`` if open and delete its log; returns whether it existed.

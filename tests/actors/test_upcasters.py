@@ -18,6 +18,9 @@ from hypothesis import strategies as st
 from actors import (
     CorruptLog,
     EventSourcedActor,
+    InvalidInput,
+    InvalidOperation,
+    OpenFailed,
     ReplayFailed,
     SnapshotSchemaMismatch,
     Store,
@@ -463,3 +466,83 @@ def test_a_snapshot_of_another_schema_with_no_records_before_it_says_what_to_def
     assert (error.actor, error.written, error.current) == ("TallyV2", 1, 2)
     assert "00000000000000000300.snap" in error.snapshot
     assert "restore_state(self, data, schema_version)" in str(error)
+
+
+# -- migrate: old records rewritten, offline --------------------------------------------------
+
+
+class AccountNow(Account):
+    """The current code once every old record is gone: no upcasters at all."""
+
+    upcasters: ClassVar[dict[str, Any]] = {}
+
+
+def record_times(log: Path) -> list[tuple[int, float]]:
+    from storage import LogReader
+
+    return [
+        (seq, when) for chunk in LogReader.open(log).read_timed_chunks() for seq, when, _ in chunk
+    ]
+
+
+def test_migrate_rewrites_the_log_with_the_same_seqs_and_times_and_keeps_a_backup(
+    tmp_path: Path,
+) -> None:
+    write_old(tmp_path, OLD_HISTORY)
+    log = tmp_path / "actors" / "acct"
+    old_bytes = {path.name: path.read_bytes() for path in log.glob("*.seg")}
+    old_times = [
+        (seq, when) for chunk in LogReader.open(log).read_timed_chunks() for seq, when, _ in chunk
+    ]
+    with Store.open(tmp_path, **OPEN) as store:
+        report = store.migrate("acct", Account)
+        assert (report.records, report.upcast, report.emptied) == (5, 5, 1)
+        assert {p.name: p.read_bytes() for p in report.backup.glob("*.seg")} == old_bytes
+        migrated = store.spawn("acct", AccountNow)  # current types only, no upcaster needed
+        assert migrated.durable_state == {
+            "balance": 73,
+            "sent": {"bob": 30},
+            "fees": 2,
+            "events": 5,
+        }
+    new_times = [
+        (seq, when) for chunk in LogReader.open(log).read_timed_chunks() for seq, when, _ in chunk
+    ]
+    assert new_times == old_times
+
+
+def test_migrate_refuses_what_it_cannot_do(tmp_path: Path) -> None:
+    write_old(tmp_path, OLD_HISTORY)
+    with Store.open(tmp_path, **OPEN) as store:
+        store.keyspace("users").put("a", 1)
+        with pytest.raises(InvalidOperation, match="value_upcaster"):
+            store.migrate("users")
+        with pytest.raises(InvalidInput, match="no actor"):
+            store.migrate("nobody", Account)
+        with pytest.raises(InvalidOperation, match="no upcasters"):
+            store.migrate("acct", AccountNow)
+        store.spawn("acct", Account)
+        with pytest.raises(InvalidOperation, match="running"):
+            store.migrate("acct", Account)
+
+
+def test_a_migration_a_crash_interrupted_is_finished_by_the_next_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import actors._migrate as migrating
+
+    write_old(tmp_path, OLD_HISTORY)
+    renamed = migrating._fileio.rename
+
+    def crash_at_the_last_rename(src: Path, dst: Path) -> None:
+        if dst.name == "acct":
+            raise OSError(5, "simulated crash")
+        renamed(src, dst)
+
+    monkeypatch.setattr(migrating._fileio, "rename", crash_at_the_last_rename)
+    with Store.open(tmp_path, **OPEN) as store, pytest.raises(OpenFailed):
+        store.migrate("acct", Account)
+    monkeypatch.undo()
+    assert not (tmp_path / "actors" / "acct").exists()  # the old log is the backup now
+    with Store.open(tmp_path, **OPEN) as store:  # the complete new log is put in place
+        assert store.spawn("acct", AccountNow).durable_state["balance"] == 73
