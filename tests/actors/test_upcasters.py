@@ -26,6 +26,7 @@ from actors import (
     Store,
     UnknownEventTag,
 )
+from storage import LogReader
 
 OPEN = {"recovery_budget": None}  # no snapshots: every test replays the records themselves
 
@@ -475,14 +476,6 @@ class AccountNow(Account):
     """The current code once every old record is gone: no upcasters at all."""
 
     upcasters: ClassVar[dict[str, Any]] = {}
-
-
-def record_times(log: Path) -> list[tuple[int, float]]:
-    from storage import LogReader
-
-    return [
-        (seq, when) for chunk in LogReader.open(log).read_timed_chunks() for seq, when, _ in chunk
-    ]
 
 
 def test_migrate_rewrites_the_log_with_the_same_seqs_and_times_and_keeps_a_backup(
