@@ -92,8 +92,14 @@ def start_actor(
                 check_replayed_key_type(name, actor, manifest.key_type)
             with opening(directory, "writing the manifest of"):
                 write_manifest(directory, manifest)
-        elif stored.format_version < FORMAT_VERSION:  # the log continues in this format
-            upgraded = msgspec.structs.replace(stored, format_version=FORMAT_VERSION)
+        elif stored.format_version < FORMAT_VERSION or (
+            manifest.actor_class is not None and stored.actor_class != manifest.actor_class
+        ):  # the log continues in this format, or under the class spawning it now
+            upgraded = msgspec.structs.replace(
+                stored,
+                format_version=FORMAT_VERSION,
+                actor_class=manifest.actor_class or stored.actor_class,
+            )
             with opening(directory, "upgrading the manifest of"):
                 write_manifest(directory, upgraded)
         core = ActorCore(

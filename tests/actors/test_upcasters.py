@@ -539,3 +539,16 @@ def test_a_migration_a_crash_interrupted_is_finished_by_the_next_open(
     assert not (tmp_path / "actors" / "acct").exists()  # the old log is the backup now
     with Store.open(tmp_path, **OPEN) as store:  # the complete new log is put in place
         assert store.spawn("acct", AccountNow).durable_state["balance"] == 73
+
+
+def test_actorkv_migrate_rewrites_through_the_recorded_class(tmp_path: Path) -> None:
+    from tests.cli.conftest import run_json
+
+    write_old(tmp_path, OLD_HISTORY)
+    with Store.open(tmp_path, **OPEN) as store:  # the manifest records the current class
+        store.spawn("acct", Account)
+    report = run_json("migrate", tmp_path, "acct")
+    assert (report["records"], report["upcast"], report["emptied"]) == (5, 5, 1)
+    assert Path(report["backup"]).is_dir()
+    with Store.open(tmp_path, **OPEN) as store:
+        assert store.spawn("acct", AccountNow).durable_state["balance"] == 73
