@@ -23,7 +23,7 @@ import msgspec
 from actors._events import OPERATION_EXT, EventCodec, event_codec_for
 from actors._history import Version, bases, history_floor, logged_history, state_as_of
 from actors._keyspace_actor import KeySpaceActor
-from actors._store import ACTORS_DIR, KEYSPACES_DIR
+from actors._names import ACTORS_DIR, KEYSPACES_DIR
 from storage import tuplekey
 from storage.errors import HistoryUnavailable, InvalidInput, NotALog
 from storage.kvstate import Entry, KVState

@@ -23,18 +23,27 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
+from actors._actor import EventSourcedActor, import_actor_class
 from actors._core import decode_chunk
 from actors._events import EventCodec, event_codec_for
-from storage import SegmentedLog, _fileio
-from storage.errors import InvalidOperation, opening
+from actors._names import ACTORS_DIR, KEYSPACES_DIR
+from storage import DirectoryLock, SegmentedLog, _fileio
+from storage.errors import InvalidInput, InvalidOperation, opening
 from storage.manifest import read_manifest, write_manifest
 from storage.positions import POSITIONS_DIR
 from storage.reader import LogReader
 
-__all__ = ["MIGRATED_PREFIX", "MigrationReport", "finish_migrations", "migrate_log"]
+__all__ = [
+    "MIGRATED_PREFIX",
+    "MigrationReport",
+    "finish_migrations",
+    "migrate_actor",
+    "migrate_log",
+]
 
 MIGRATING_PREFIX = ".migrating-"  # being written: deleted by the next open
 MIGRATED_PREFIX = ".migrated-"  # complete: put in place by the next open if a crash came
@@ -56,6 +65,43 @@ class MigrationReport:
     upcast: int
     emptied: int
     backup: Path
+
+
+def migrate_actor(
+    store: Path,
+    name: str,
+    actor_class: type[EventSourcedActor[Any]] | None,
+    chain_key: bytes | None,
+) -> MigrationReport:
+    """``store.migrate(name)`` once the store has checked the actor is not running.
+
+    Raises:
+        InvalidOperation: ``name`` is a key space (``value_upcaster`` converts its values
+            on read), or see :func:`migrate_log`. InvalidInput: No such actor, or its class
+            cannot be imported.
+    """
+    directory = store / ACTORS_DIR / name
+    if not directory.is_dir():
+        if (store / KEYSPACES_DIR / name).is_dir():
+            msg = (
+                f"{name!r} is a key space: its values are converted on read by "
+                "value_upcaster=; migrate rewrites an actor's events"
+            )
+            raise InvalidOperation(msg)
+        msg = f"the store has no actor {name!r}"
+        raise InvalidInput(msg)
+    if actor_class is None:
+        stored = read_manifest(directory)
+        recorded = stored.actor_class if stored is not None else None
+        if not recorded:
+            msg = f"actor {name!r}: its manifest names no class; pass actor_class"
+            raise InvalidInput(msg)
+        actor_class = import_actor_class(recorded, name)
+    lock = DirectoryLock.acquire(directory)  # nothing else opens the log meanwhile
+    try:
+        return migrate_log(directory, actor_class, chain_key=chain_key)
+    finally:
+        lock.release()
 
 
 def migrate_log(directory: Path, actor_class: type, *, chain_key: bytes | None) -> MigrationReport:

@@ -6,6 +6,9 @@ import re
 
 from storage.errors import InvalidName
 
+ACTORS_DIR = "actors"  # a store's custom actors' logs, one directory each
+KEYSPACES_DIR = "keyspaces"  # its key spaces' logs
+
 MAX_NAME_LENGTH = 128
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 

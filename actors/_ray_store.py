@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 from actors._actor import EventSourcedActor, command_names
 from actors._drop import drop_directory
 from actors._keyspace_input import KeySpaceOptions
-from actors._names import check_name
+from actors._names import ACTORS_DIR, KEYSPACES_DIR, check_name
 from actors._remote import RemoteActorHandle, RemoteKeySpace
-from actors._store import ACTORS_DIR, KEYSPACES_DIR, Store
+from actors._store import Store
 from actors.runtimes._ray import (
     NAMESPACE,
     RayConnection,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, overload
 
 from typing_extensions import Unpack
 
-from actors._actor import EventSourcedActor, import_actor_class
+from actors._actor import EventSourcedActor
 from actors._core import ReplayProgress
 from actors._drop import DROPPED_PREFIX, drop_directory, finish_drops
 from actors._fork import finish_forks, write_fork
@@ -30,8 +30,8 @@ from actors._keyspace_actor import KeySpaceActor
 from actors._keyspace_input import key_type_name
 from actors._metrics import check_sample_reads, sample_gets
 from actors._metrics import collect as collect_metrics
-from actors._migrate import MigrationReport, finish_migrations, migrate_log
-from actors._names import check_name
+from actors._migrate import MigrationReport, finish_migrations, migrate_actor
+from actors._names import ACTORS_DIR, KEYSPACES_DIR, check_name
 from actors._open_stores import open_stores
 from actors._projection import Projection, ProjectionFeeder, feed_class_check
 from actors._shipping import ArchiveStatus, StoreShipper
@@ -91,9 +91,6 @@ class KeySpaceExtras(TypedDict, total=False):
 
 
 P = TypeVar("P", bound=Projection[Any])
-
-ACTORS_DIR = "actors"
-KEYSPACES_DIR = "keyspaces"
 
 
 class _Default:
@@ -653,33 +650,12 @@ class Store:
         """
         self._check_writes(f"migrate({name!r})")
         check_name(name, "actor")
-        with self._mutex:
+        with self._mutex:  # no spawn of it meanwhile
             self._check_open()
             if name in self._handles:
                 msg = f"actor {name!r} is running: migrate it before spawning it"
                 raise InvalidOperation(msg)
-            directory = self.path / ACTORS_DIR / name
-            if not directory.is_dir():
-                if (self.path / KEYSPACES_DIR / name).is_dir():
-                    msg = (
-                        f"{name!r} is a key space: its values are converted on read by "
-                        "value_upcaster=; migrate rewrites an actor's events"
-                    )
-                    raise InvalidOperation(msg)
-                msg = f"the store has no actor {name!r}"
-                raise InvalidInput(msg)
-            if actor_class is None:
-                stored = read_manifest(directory)
-                recorded = stored.actor_class if stored is not None else None
-                if not recorded:
-                    msg = f"actor {name!r}: its manifest names no class; pass actor_class"
-                    raise InvalidInput(msg)
-                actor_class = import_actor_class(recorded, name)
-            lock = DirectoryLock.acquire(directory)  # nothing else opens the log meanwhile
-            try:
-                return migrate_log(directory, actor_class, chain_key=self.options.chain_key)
-            finally:
-                lock.release()
+            return migrate_actor(self.path, name, actor_class, self.options.chain_key)
 
     def drop_keyspace(self, name: str) -> bool:
         """Stop the key space ``name`` if open and delete its log; returns whether it existed.
