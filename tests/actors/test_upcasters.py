@@ -7,6 +7,7 @@ what the current code builds from the same history written with current events.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -552,3 +553,15 @@ def test_actorkv_migrate_rewrites_through_the_recorded_class(tmp_path: Path) -> 
     assert Path(report["backup"]).is_dir()
     with Store.open(tmp_path, **OPEN) as store:
         assert store.spawn("acct", AccountNow).durable_state["balance"] == 73
+
+
+def test_the_kept_log_of_the_earlier_release_opens_under_the_current_code(
+    tmp_path: Path,
+) -> None:
+    """tests/actors/fixtures/release1: bytes an earlier release wrote (make_upcast_fixture)."""
+    kept = Path(__file__).parent / "fixtures" / "release1"
+    shutil.copytree(kept, tmp_path / "store")
+    with Store.open(tmp_path / "store", **OPEN) as store:
+        account = store.spawn("acct", Account)
+        assert account.durable_state == {"balance": 73, "sent": {"bob": 30}, "fees": 2, "events": 5}
+        assert account.stats().records_replayed == 5
