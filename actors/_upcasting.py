@@ -9,14 +9,18 @@ that is how a v1 -> v2 -> v3 chain is written, each old tag mapped once.
 
 Records are never rewritten: the old bytes stay in the log (and its chain and archive stay
 valid); each read decodes them again through the upcasters. The fast path is untouched: a
-chunk of records is decoded with the current types in one call, as before, and only when
-that fails is it decoded untyped and each event dispatched on its tag (current tags are
-converted to their types with ``msgspec.convert``, old ones given to their upcaster).
+chunk of records is decoded with the current types in one call, as before. When that fails,
+the chunk is decoded with the old events' learned shapes (a Struct generated per old tag
+from the field names seen in earlier records, refusing any field more or fewer), again in
+one call; and when that fails too (a shape not seen yet), untyped, each event dispatched on
+its tag (current tags converted to their types with ``msgspec.convert``, old ones given to
+their upcaster), and the shapes learned from it.
 An event of an ``array_like`` type arrives at its upcaster as a dict from position to value.
 """
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -71,7 +75,17 @@ def check_upcasters(actor_class: type, types: Sequence[type[msgspec.Struct]]) ->
 class Upcasting:
     """Decodes records whose events may have old tags, into current events."""
 
-    __slots__ = ("actor_name", "current", "exact", "tag_field", "types", "upcasters")
+    __slots__ = (
+        "actor_name",
+        "current",
+        "exact",
+        "learned",
+        "shadows",
+        "shapes",
+        "tag_field",
+        "types",
+        "upcasters",
+    )
 
     def __init__(
         self,
@@ -85,6 +99,11 @@ class Upcasting:
         self.current = {event_type.__struct_config__.tag: event_type for event_type in types}
         self.tag_field = types[0].__struct_config__.tag_field if types else "type"
         self.exact = frozenset(self.types)  # ``type(x) in exact``: the loop's quick check
+        # Old events' shapes, learned from the records read so far: with a Struct for each
+        # (generated, exact: no field more or fewer), a chunk decodes typed in one call.
+        self.shapes: dict[Any, tuple[str, ...]] = {}
+        self.shadows: dict[type, tuple[Any, Upcaster]] = {}
+        self.learned: msgspec.msgpack.Decoder[list[tuple[Any, ...]]] | None = None
 
     def decode_records(self, buffer: bytes, seqs: Sequence[int] | None) -> list[tuple[Any, ...]]:
         """Each record's events, upcast; an operation-id element is kept last, untouched.
@@ -98,7 +117,16 @@ class Upcasting:
             msgspec.DecodeError: A record is not MessagePack, or an event does not convert.
             ReplayFailed: An upcaster raised, or returned something that is not current.
         """
+        learned = self.learned
+        if learned is not None:
+            try:
+                typed = learned.decode(buffer)
+            except msgspec.DecodeError:
+                pass  # a shape not learned yet, or another one of a known tag
+            else:
+                return self._from_shadows(typed, seqs)
         records = _UNTYPED.decode(buffer)
+        self._learn(records)
         upcasters, tag_field, exact = self.upcasters, self.tag_field, self.exact
         decoded: list[tuple[Any, ...]] = []
         append = decoded.append
@@ -121,6 +149,82 @@ class Upcasting:
                         append(tuple(self._expand(result, tag, seq, 0)))
                     continue
             append(self._record(events, seqs, len(decoded)))
+        return decoded
+
+    def _learn(self, records: Any, sample: int = 64) -> None:
+        """Note the field names of old events in the first ``sample`` records.
+
+        If any tag's are new, build the typed decoder that takes them (current, old and
+        operation-id elements).
+        """
+        found = False
+        for events in records[:sample] if type(records) is list else ():
+            for raw in events if type(events) is list else ():
+                if type(raw) is not dict:
+                    continue
+                tag = raw.get(self.tag_field)
+                if tag in self.upcasters and tag not in self.shapes:
+                    names = tuple(name for name in raw if name != self.tag_field)
+                    if all(type(n) is str and n.isidentifier() for n in names):
+                        self.shapes[tag] = names
+                        found = True
+        if not found:
+            return
+        shadows: dict[type, tuple[Any, Upcaster]] = {}
+        for tag, names in self.shapes.items():
+            shadow = msgspec.defstruct(
+                f"Shadow_{len(shadows)}",
+                [(name, Any) for name in names],
+                tag=tag,
+                tag_field=self.tag_field,
+                forbid_unknown_fields=True,
+                frozen=True,
+            )
+            shadows[shadow] = (tag, self.upcasters[tag])
+        members = (*self.types, *shadows, msgspec.msgpack.Ext)
+        union: Any = typing.Union[members]  # noqa: UP007
+        self.shadows = shadows
+        self.learned = msgspec.msgpack.Decoder(list[tuple[union, ...]])
+
+    def _from_shadows(
+        self, records: list[tuple[Any, ...]], seqs: Sequence[int] | None
+    ) -> list[tuple[Any, ...]]:
+        """Records decoded with the learned shapes: old events given to their upcasters."""
+        shadows, exact = self.shadows, self.exact
+        asdict = msgspec.structs.asdict
+        decoded: list[tuple[Any, ...]] = []
+        append = decoded.append
+        for events in records:
+            if len(events) == 1:
+                known = shadows.get(type(events[0]))
+                if known is None:
+                    append(events)  # current, or an operation id alone
+                    continue
+                tag, upcaster = known
+                try:
+                    result = upcaster(asdict(events[0]))
+                except Exception as exc:
+                    raise self._failed(seqs, len(decoded), events[0], tag, exc) from exc
+                if type(result) in exact:
+                    append((result,))
+                    continue
+                seq = seqs[len(decoded)] if seqs is not None else 0
+                append(tuple(self._expand(result, tag, seq, 0)))
+                continue
+            seq = seqs[len(decoded)] if seqs is not None else 0
+            found: list[Any] = []
+            for event in events:
+                known = shadows.get(type(event))
+                if known is None:
+                    found.append(event)
+                    continue
+                tag, upcaster = known
+                try:
+                    result = upcaster(asdict(event))
+                except Exception as exc:
+                    raise self._failed(seqs, len(decoded), event, tag, exc) from exc
+                found.extend(self._expand(result, tag, seq, 0))
+            append(tuple(found))
         return decoded
 
     def _record(self, events: Any, seqs: Sequence[int] | None, index: int) -> tuple[Any, ...]:

@@ -565,3 +565,71 @@ def test_the_kept_log_of_the_earlier_release_opens_under_the_current_code(
         account = store.spawn("acct", Account)
         assert account.durable_state == {"balance": 73, "sent": {"bob": 30}, "fees": 2, "events": 5}
         assert account.stats().records_replayed == 5
+
+
+def test_many_records_replay_the_same_through_the_learned_shapes(tmp_path: Path) -> None:
+    """Enough records for several chunks: the first teaches the shapes, the rest use them,
+    and a record of another shape of the same tag (a field omitted) falls back, exactly."""
+
+    class Shapes(Counted):
+        upcasters: ClassVar[dict[Any, Any]] = {
+            "old": lambda fields: Count(fields["x"] + fields.get("y", 1000))
+        }
+
+    records = [[{"type": "old", "x": i}] for i in range(60_000)]
+    records[45_000] = [{"type": "old", "x": -1, "y": 0}]  # another shape, deep in the log
+    records[50_000] = [{"type": "count", "x": 7}, {"type": "old", "x": 1}]
+    records[55_000] = []
+    write_raw(tmp_path, records)
+    expected = [
+        event["x"] + event.get("y", 1000) if event["type"] == "old" else event["x"]
+        for record in records
+        for event in record
+    ]
+    with Store.open(tmp_path, **OPEN) as store:
+        assert store.spawn("counted", Shapes).durable_state == expected
+
+
+@given(
+    records=st.lists(
+        st.lists(
+            st.one_of(
+                st.tuples(
+                    st.just("old"), st.integers(-9, 9), st.one_of(st.none(), st.integers(0, 9))
+                ),
+                st.tuples(st.just("count"), st.integers(-9, 9), st.none()),
+            ),
+            max_size=3,
+        ),
+        max_size=30,
+    ),
+    priming=st.lists(st.integers(-9, 9), max_size=5),
+)
+@settings(max_examples=80, deadline=None)
+def test_decoding_with_learned_shapes_equals_decoding_untyped(
+    records: list[list[tuple[str, int, int | None]]], priming: list[int]
+) -> None:
+    from actors._events import _array_header
+    from actors._upcasting import Upcasting
+
+    def old(fields: dict[str, Any]) -> Any:
+        return Count(fields["x"] * 10 + fields.get("y", 5))
+
+    def encoded(rows: list[list[dict[str, Any]]]) -> bytes:
+        return _array_header(len(rows)) + b"".join(msgspec.msgpack.encode(row) for row in rows)
+
+    def event(tag: str, x: int, y: int | None) -> dict[str, Any]:
+        return {"type": tag, "x": x} if y is None else {"type": tag, "x": x, "y": y}
+
+    rows = [[event(*item) for item in record] for record in records]
+    fresh = Upcasting("Counted", (Count,), {"old": old}).decode_records(encoded(rows), None)
+    primed = Upcasting("Counted", (Count,), {"old": old})
+    primed.decode_records(encoded([[{"type": "old", "x": x}] for x in priming]), None)
+    assert primed.decode_records(encoded(rows), None) == fresh
+    assert fresh == [
+        tuple(
+            Count(x * 10 + (5 if y is None else y)) if tag == "old" else Count(x)
+            for tag, x, y in record
+        )
+        for record in records
+    ]
