@@ -265,6 +265,15 @@ def event_codec_for(actor_class: type) -> EventCodec:
     return EventCodec(name, types, decoder, check_fields=check, upcasting=upcasting)
 
 
+def event_types_of(actor_class: type) -> tuple[Any, ...]:
+    """The event types of ``actor_class``: ``event_types``, or ``apply``'s annotation.
+
+    Raises:
+        TypeError: Neither says (or the annotation does not resolve).
+    """
+    return _event_types(actor_class)
+
+
 def _event_types(actor_class: type) -> tuple[Any, ...]:
     declared = getattr(actor_class, "event_types", None)
     if declared:

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import msgspec
 
 from actors._actor import EventSourcedActor
+from actors._events import event_types_of
 from storage import _fileio
 from storage._format import BROKEN_SUFFIX, FORMAT_VERSION, ZERO_HEAD
 from storage.errors import CorruptLog, InvalidOperation, SnapshotSchemaMismatch, opening
@@ -108,6 +109,9 @@ class StateSnapshots:
 
     def __init__(self, actor_class: type[EventSourcedActor[Any]]) -> None:
         self._schema = schema_id(actor_class)
+        # Snapshots written before the inferred event types were part of the id are the
+        # same schema: their id is the earlier derivation's.
+        self._same = {self._schema, schema_id(actor_class, legacy=True)}
         self._state_type = _state_type(actor_class)
 
     def capture(self, actor: EventSourcedActor[Any]) -> tuple[int, Any]:
@@ -137,8 +141,9 @@ class StateSnapshots:
         kind, seq, schema, chunks = read_snapshot(path)
         if kind != KIND_ACTOR:
             raise CorruptLog(path, 10, f"snapshot of kind {kind} is not an actor's")
-        converts = schema != self._schema and takes_schema_version(type(actor))
-        if schema != self._schema and not converts:
+        other = schema not in self._same
+        converts = other and takes_schema_version(type(actor))
+        if other and not converts:
             raise OtherSchema(path, schema, self._schema)
         items: list[Any] = []
         for payload in chunks:  # consumed to the end: the digest is checked last
@@ -180,13 +185,23 @@ def takes_schema_version(actor_class: type) -> bool:
     return len(positional) >= 3 or any(p.name == "schema_version" for p in parameters)
 
 
-def schema_id(actor_class: type[EventSourcedActor[Any]]) -> int:
-    """A stable id of what an actor's snapshots hold (``schema_version``, or type names)."""
+def schema_id(actor_class: type[EventSourcedActor[Any]], *, legacy: bool = False) -> int:
+    """A stable id of what an actor's snapshots hold: ``schema_version``, or type names.
+
+    Derived from the state type's name and the event types' (declared in ``event_types``
+    or inferred from ``apply``'s annotation). ``legacy``: the id as derived before inferred
+    event types counted (declared ones only), which snapshots written then carry.
+    """
     explicit = getattr(actor_class, "schema_version", None)
     if explicit is not None:
         return int(explicit) & 0xFFFFFFFF
     hints = _state_type(actor_class)
-    events = getattr(actor_class, "event_types", None) or ()
+    events: tuple[Any, ...] = getattr(actor_class, "event_types", None) or ()
+    if not events and not legacy:
+        try:
+            events = event_types_of(actor_class)
+        except TypeError:
+            events = ()
     names = [getattr(hints, "__qualname__", repr(hints))]
     names += sorted(getattr(event, "__qualname__", repr(event)) for event in events)
     return zlib.crc32("|".join(names).encode())

@@ -633,3 +633,51 @@ def test_decoding_with_learned_shapes_equals_decoding_untyped(
         )
         for record in records
     ]
+
+
+class Inferred(EventSourcedActor[int]):
+    """Event types from apply's annotation, not declared."""
+
+    def initial_state(self) -> int:
+        return 0
+
+    def apply(self, state: int, event: Count) -> int:
+        return state + event.x
+
+    def add(self, x: int) -> int:
+        self.emit(Count(x))
+        return self.state
+
+
+class InferredOther(Inferred):
+    def apply(self, state: int, event: Count | Deposited) -> int:  # type: ignore[override]
+        return state + (event.x if isinstance(event, Count) else event.amount)
+
+
+def test_the_schema_id_counts_inferred_event_types_and_accepts_earlier_snapshots(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import actors._snapshots as snapshots
+
+    assert snapshots.schema_id(Inferred) != snapshots.schema_id(InferredOther)
+    assert snapshots.schema_id(Inferred, legacy=True) == snapshots.schema_id(
+        InferredOther, legacy=True
+    )
+    derive = snapshots.schema_id
+    monkeypatch.setattr(snapshots, "schema_id", lambda cls, legacy=False: derive(cls, legacy=True))
+    with Store.open(tmp_path, **OPEN) as store:  # a snapshot as the earlier release wrote it
+        counter = store.spawn("c", Inferred)
+        for _ in range(10):
+            counter.blocking.add(1)
+        counter.snapshot().get(timeout=30)
+    monkeypatch.undo()
+    with Store.open(tmp_path, **OPEN) as store:
+        counter = store.spawn("c", Inferred)
+        assert counter.stats().records_replayed == 0  # the earlier snapshot: still trusted
+        counter.blocking.add(1)
+        counter.snapshot().get(timeout=30)  # a snapshot of the id as derived now
+    with Store.open(tmp_path, **OPEN) as store:  # its event types changed:
+        other = store.spawn("c", InferredOther)
+        assert other.durable_state == 11
+        # not the snapshot at 11 (another schema now): the earlier one, then a replay
+        assert (other.stats().snapshot_seq, other.stats().records_replayed) == (10, 1)
