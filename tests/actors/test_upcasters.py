@@ -8,6 +8,7 @@ what the current code builds from the same history written with current events.
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -17,11 +18,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from actors import (
+    Change,
     CorruptLog,
     EventSourcedActor,
     InvalidInput,
     InvalidOperation,
     OpenFailed,
+    Projection,
     ReplayFailed,
     SnapshotSchemaMismatch,
     Store,
@@ -681,3 +684,74 @@ def test_the_schema_id_counts_inferred_event_types_and_accepts_earlier_snapshots
         assert other.durable_state == 11
         # not the snapshot at 11 (another schema now): the earlier one, then a replay
         assert (other.stats().snapshot_seq, other.stats().records_replayed) == (10, 1)
+
+
+class OldSummed(msgspec.Struct, tag="summed", frozen=True):
+    value: int
+
+
+class OldSum(Projection[int]):
+    def initial_state(self) -> int:
+        return 0
+
+    def apply(self, state: int, event: OldSummed) -> int:
+        return state + event.value
+
+    def project(self, source: str, change: Change) -> None:
+        if change.op == "put":
+            self.emit(OldSummed(change.value))
+
+
+class Summed(msgspec.Struct, tag="summed.v2", frozen=True):
+    amount: int
+    source: str
+
+
+class Sum(Projection[int]):
+    upcasters: ClassVar[dict[str, Any]] = {
+        "summed": lambda fields: Summed(fields["value"], "orders")
+    }
+
+    def initial_state(self) -> int:
+        return 0
+
+    def apply(self, state: int, event: Summed) -> int:
+        return state + event.amount
+
+    def project(self, source: str, change: Change) -> None:
+        if change.op == "put":
+            self.emit(Summed(change.value, source))
+
+
+def wait_until_equal(read: Any, expected: Any) -> Any:
+    deadline = time.monotonic() + 30
+    while read() != expected and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return read()
+
+
+def test_a_projection_reads_its_old_events_through_upcasters_and_resumes_exactly(
+    tmp_path: Path,
+) -> None:
+    with Store.open(tmp_path, **OPEN) as store:
+        orders = store.keyspace("orders")
+        for i in range(1, 11):
+            orders.put(f"o{i}", i)
+        old = store.projection("sum", OldSum, sources=["orders"])
+        assert wait_until_equal(lambda: old.durable_state, 55) == 55
+    with Store.open(tmp_path, **OPEN) as store:
+        orders = store.keyspace("orders")
+        total = store.projection("sum", Sum, sources=["orders"])
+        assert total.durable_state == 55  # the old events, upcast; nothing applied twice
+        orders.put("o11", 11)
+        assert wait_until_equal(lambda: total.durable_state, 66) == 66
+
+
+@pytest.mark.usefixtures("runtime")
+def test_upcasters_read_old_records_under_each_runtime(tmp_path: Path) -> None:
+    write_old(tmp_path, OLD_HISTORY)
+    with Store.open(tmp_path, **OPEN) as store:
+        account = store.spawn("acct", Account)
+        assert account.durable_state == {"balance": 73, "sent": {"bob": 30}, "fees": 2, "events": 5}
+        account.blocking.write(Deposited(1))
+        assert account.durable_state["balance"] == 74
